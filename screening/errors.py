@@ -1,0 +1,127 @@
+"""The error hierarchy (CONVENTIONS 6).
+
+Every error says what was received, what was expected and how to fix it, and carries the
+reason code (:class:`~screening.reasons.ReasonCode`) and the file it concerns. Concrete errors
+also subclass the builtin they refine, so ``except FileNotFoundError`` still works.
+
+Expected per-scan failures (bad input) are turned into rows with the error's ``reason`` by the
+engine; bugs still raise.
+"""
+
+from __future__ import annotations
+
+import os
+
+from screening.reasons import ReasonCode
+
+__all__ = [
+    "ConfigError",
+    "DicomReadError",
+    "InputError",
+    "KeyMissingError",
+    "MissingDependencyError",
+    "ModelFileError",
+    "SchemaMismatchError",
+    "ScreeningError",
+    "SeriesNotFoundError",
+    "StoreError",
+    "ValidationError",
+    "attempt_import",
+]
+
+
+class ScreeningError(Exception):
+    """Base class of every error this package raises on purpose.
+
+    Parameters
+    ----------
+    message
+        What was received, what was expected, and how to fix it.
+    reason
+        Reason code recorded in Parquet when this error ends a scan.
+    path
+        The file or folder concerned. Never a patient identifier.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: ReasonCode | None = None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.message = message
+        self.reason = reason
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.reason is not None:
+            parts.append(f"[{self.reason}]")
+        if self.path is not None:
+            parts.append(f"(file: {self.path})")
+        return " ".join(parts)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive default exception pickling; Dask pickles errors.
+        return (_rebuild, (type(self), self.message, self.reason, self.path))
+
+
+def _rebuild(
+    cls: type[ScreeningError], message: str, reason: ReasonCode | None, path: str | None
+) -> ScreeningError:
+    return cls(message, reason=reason, path=path)
+
+
+class ConfigError(ScreeningError, ValueError):
+    """An invalid configuration value (a user or API mistake, not a data problem)."""
+
+
+class KeyMissingError(ConfigError):
+    """No pseudonymisation key was given where one is required."""
+
+
+class SchemaMismatchError(ScreeningError, ValueError):
+    """A table does not match its data contract in ``schemas/``."""
+
+
+class InputError(ScreeningError, ValueError):
+    """A scan cannot be used; the engine records it as a row with ``reason``."""
+
+
+class ValidationError(InputError):
+    """A DICOM series or volume failed a validation rule (orientation, spacing, slices)."""
+
+
+class DicomReadError(InputError):
+    """A DICOM file could not be read or decoded."""
+
+
+class SeriesNotFoundError(ScreeningError, FileNotFoundError):
+    """A source path holds no usable image series."""
+
+
+class StoreError(ScreeningError, OSError):
+    """A scan store is missing, incomplete or inconsistent."""
+
+
+class ModelFileError(ScreeningError, ValueError):
+    """A model checkpoint failed its hash check or describes an unknown architecture."""
+
+
+class MissingDependencyError(ScreeningError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def attempt_import(module: str, extra: str) -> object:
+    """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"{module!r} is needed for this feature but is not installed; "
+            f"install it with: pip install 'screening[{extra}]'"
+        ) from e

@@ -1,0 +1,88 @@
+"""Reason codes (DESIGN §5) and the other categories that land in Parquet.
+
+One StrEnum per category. The same values are listed in ``schemas/*.yaml`` under
+``categories``; ``tests/test_schemas.py`` fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ContrastPhase", "ReasonCode", "SourceFormat", "Stage", "Status", "SteatosisGrade"]
+
+
+class ReasonCode(StrEnum):
+    """Why a scan was rejected, failed, or had a result withheld.
+
+    Used in ``scans.reason``, ``measurements.reason``, ``failures.reason`` and carried by
+    every :class:`screening.errors.ScreeningError`.
+    """
+
+    # reading files
+    NO_DICM = "NO_DICM"  # not a DICOM Part 10 file (no 'DICM' preamble)
+    UNREADABLE_FILE = "UNREADABLE_FILE"  # file could not be opened or parsed at all
+    PIXELDATA_SHORT = "PIXELDATA_SHORT"  # pixel data shorter than Rows x Columns x bits
+    CODEC_UNAVAILABLE = "CODEC_UNAVAILABLE"  # transfer syntax with no installed decoder
+    # series discovery
+    MISSING_SERIES_UID = "MISSING_SERIES_UID"  # grouped by geometry instead (recorded)
+    LOCALIZER = "LOCALIZER"  # scout / topogram
+    NON_IMAGING = "NON_IMAGING"  # dose report, structured report, secondary capture
+    NOT_CT = "NOT_CT"  # modality other than CT
+    NOT_AXIAL = "NOT_AXIAL"  # sagittal / coronal reformat
+    DERIVED_IMAGE = "DERIVED_IMAGE"  # ImageType not ORIGINAL/PRIMARY (MPR, MIP)
+    # volume validation
+    TOO_FEW_SLICES = "TOO_FEW_SLICES"
+    NOT_A_VOLUME = "NOT_A_VOLUME"  # all slices at one position
+    DUPLICATE_POSITION = "DUPLICATE_POSITION"
+    SLICE_INCREMENT_INCONSISTENT = "SLICE_INCREMENT_INCONSISTENT"  # gaps or uneven steps
+    IMAGE_ORIENTATION_INCONSISTENT = "IMAGE_ORIENTATION_INCONSISTENT"
+    GANTRY_TILT = "GANTRY_TILT"
+    RESCALE_INCOMPLETE = "RESCALE_INCOMPLETE"  # only one of RescaleSlope / RescaleIntercept
+    SIZE_LIMIT = "SIZE_LIMIT"  # larger than the configured voxel limit
+    MASK_GRID_MISMATCH = "MASK_GRID_MISMATCH"  # reference mask does not cover the CT grid
+    # measurement and QC
+    CONTRAST_HEADER = "CONTRAST_HEADER"  # contrast agent recorded in the DICOM header
+    CONTRAST_IMAGE = "CONTRAST_IMAGE"  # contrast enhancement evident in the image
+    NO_LIVER = "NO_LIVER"  # empty liver mask
+    LIVER_TRUNCATED = "LIVER_TRUNCATED"  # liver cut off by the field of view
+    ORIENTATION_SUSPECT = "ORIENTATION_SUSPECT"  # liver on the patient's left / spleen on right
+    # running
+    WORKER_LOST = "WORKER_LOST"  # the worker died while running the task (retried)
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # an unexpected exception (a bug): message has the type
+
+
+class Status(StrEnum):
+    """Outcome of one scan at one stage."""
+
+    OK = "ok"
+    REJECTED = "rejected"  # the input is not usable (validation), by design
+    FAILED = "failed"  # something went wrong while processing a usable input
+
+
+class SourceFormat(StrEnum):
+    DICOM = "dicom"
+    NIFTI = "nifti"
+
+
+class Stage(StrEnum):
+    """Pipeline stage named in the ``failures`` table."""
+
+    INGEST = "ingest"
+    PREPROCESS = "preprocess"
+    SEGMENT = "segment"
+    MEASURE = "measure"
+
+
+class SteatosisGrade(StrEnum):
+    """Grade from the MRI-PDFF estimate (cut-offs 5 / 15 / 25 % by default)."""
+
+    NONE = "none"
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+class ContrastPhase(StrEnum):
+    NONE = "none"
+    ARTERIAL = "arterial"
+    PORTAL_VENOUS = "portal_venous"
