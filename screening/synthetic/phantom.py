@@ -247,9 +247,17 @@ def _organ_box(anatomy: Anatomy, tissue: Tissue) -> tuple[list[float], list[floa
     return lo, hi
 
 
-def make_phantom(spec: PhantomSpec, geometry: ScanGeometry, seed: int) -> Phantom:
-    """Render one phantom. The same (spec, geometry, seed) always gives the same arrays."""
-    rng = np.random.default_rng(seed)
+def make_phantom(
+    spec: PhantomSpec, geometry: ScanGeometry, seed: int, *, noise_seed: int | None = None
+) -> Phantom:
+    """Render one phantom. The same (spec, geometry, seed) always gives the same arrays.
+
+    ``seed`` fixes the patient (anatomy and tissue values); ``noise_seed`` (default: derived
+    from ``seed``) fixes the image noise, so a repeat scan of one patient differs only in noise
+    and in whatever ``geometry`` changes.
+    """
+    rng = np.random.default_rng([seed, 0])
+    noise_rng = np.random.default_rng([seed, 1] if noise_seed is None else [seed, 2, noise_seed])
     anatomy = sample_anatomy(rng, sex=spec.patient_sex)
     jitter = {t: float(rng.normal(0, 4)) for t in (Tissue.MUSCLE, Tissue.FAT, Tissue.KIDNEY,
                                                       Tissue.BOWEL, Tissue.AORTA, Tissue.VEIN)}
@@ -264,7 +272,7 @@ def make_phantom(spec: PhantomSpec, geometry: ScanGeometry, seed: int) -> Phanto
     hu, tissue = render_volume(
         geometry.grid(), anatomy, hu_table=table, noise_sd_hu=sd, psf_sigma_vox=psf,
         scan_radius_mm=0.5 * min(ny * dy, nx * dx) if geometry.scan_circle else None,
-        scan_center_mm=(cx, cy), padding_hu=spec.padding_hu, rng=rng,
+        scan_center_mm=(cx, cy), padding_hu=spec.padding_hu, rng=noise_rng,
     )
     return Phantom(hu=hu, tissue=tissue, spec=spec, geometry=geometry, anatomy=anatomy,
                    hu_table=table, noise_sd_hu=sd)

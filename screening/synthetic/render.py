@@ -25,7 +25,8 @@ _RIB_PERIOD_MM = 28.0
 _RIB_HEIGHT_MM = 10.0
 _DISC_PERIOD_MM = 30.0
 _DISC_HEIGHT_MM = 6.0
-HU_MIN, HU_MAX = -3024, 3071  # 12-bit CT range
+# Scanners clip reconstructed values at -1024 HU (air); 3071 is the top of the 12-bit range.
+HU_MIN, HU_MAX = -1024, 3071
 
 
 @dataclass(frozen=True)
