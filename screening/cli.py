@@ -17,8 +17,14 @@ def _synth(args: argparse.Namespace) -> int:
     from screening.synthetic.cohort import generate_cohort
 
     summary = generate_cohort(
-        args.out, n=args.n, seed=args.seed, prevalence=args.prevalence, size=args.size,
-        cohort=args.cohort, repeat_fraction=args.repeat_fraction, overwrite=args.overwrite,
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        prevalence=args.prevalence,
+        size=args.size,
+        cohort=args.cohort,
+        repeat_fraction=args.repeat_fraction,
+        overwrite=args.overwrite,
         progress=not args.quiet,
     )
     print(summary.describe())
@@ -43,13 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--n", type=int, default=24, help="number of scans (default 24)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--size", choices=("small", "full"), default="small",
-                       help="small: ~128x128x48 at ~3 mm (tests, demo); full: 512x512 thin-slice")
-    synth.add_argument("--prevalence", type=float, default=0.25,
-                       help="share of subjects with steatosis (liver <= 40 HU), default 0.25")
+    synth.add_argument(
+        "--size",
+        choices=("small", "full"),
+        default="small",
+        help="small: ~128x128x48 at ~3 mm (tests, demo); full: 512x512 thin-slice",
+    )
+    synth.add_argument(
+        "--prevalence",
+        type=float,
+        default=0.25,
+        help="share of subjects with steatosis (liver <= 40 HU), default 0.25",
+    )
     synth.add_argument("--cohort", default="synthetic", help="cohort name in manifest.csv")
-    synth.add_argument("--repeat-fraction", type=float, default=0.0,
-                       help="share of cases that rescan the previous subject (repeatability)")
+    synth.add_argument(
+        "--repeat-fraction",
+        type=float,
+        default=0.0,
+        help="share of cases that rescan the previous subject (repeatability)",
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)

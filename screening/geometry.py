@@ -28,7 +28,9 @@ PATIENT_POSITIONS: tuple[str, ...] = ("HFS", "FFS", "HFP", "FFP")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def canonical_affine(spacing_mm: Sequence[float], origin_mm: Sequence[float]) -> NDArray[np.float64]:
+def canonical_affine(
+    spacing_mm: Sequence[float], origin_mm: Sequence[float]
+) -> NDArray[np.float64]:
     """Affine from canonical index ``(k, j, i, 1)`` (z, y, x order) to LPS mm.
 
     Parameters

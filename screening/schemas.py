@@ -174,9 +174,7 @@ class TableSchema:
         extra = sorted({k for r in rows for k in r} - known)
         if extra and not self.allow_extra:
             raise SchemaMismatchError(f"rows for {self.name!r} carry unknown keys {extra}")
-        arrays = [
-            pa.array([r.get(c.name) for r in rows], type=c.arrow_type) for c in self.columns
-        ]
+        arrays = [pa.array([r.get(c.name) for r in rows], type=c.arrow_type) for c in self.columns]
         fields = [c.to_arrow() for c in self.columns]
         for name in extra:
             arrays.append(pa.array([_as_str(r.get(name)) for r in rows], type=pa.string()))
@@ -191,9 +189,19 @@ def _as_str(value: object) -> str | None:
 
 
 def _column(spec: Mapping[str, Any], table: str) -> Column:
-    unknown = set(spec) - {"name", "type", "description", "unit", "nullable", "required", "category"}
+    unknown = set(spec) - {
+        "name",
+        "type",
+        "description",
+        "unit",
+        "nullable",
+        "required",
+        "category",
+    }
     if unknown:
-        raise SchemaMismatchError(f"schema {table!r}: column {spec.get('name')!r} has keys {unknown}")
+        raise SchemaMismatchError(
+            f"schema {table!r}: column {spec.get('name')!r} has keys {unknown}"
+        )
     return Column(**spec)
 
 

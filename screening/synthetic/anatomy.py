@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from screening.synthetic.shapes import Capsule, Ellipsoid, Wobble
+from screening.synthetic.shapes import Capsule, Ellipsoid, Vec3, Wobble, vec3
 from screening.synthetic.tissues import Tissue
 
 __all__ = ["Anatomy", "Layer", "sample_anatomy"]
@@ -88,29 +88,37 @@ class Anatomy:
 
     def diaphragm_z(self, x: F, y: F) -> F:
         """Height (mm) of the diaphragm surface over (x, y): two domes, deeper posteriorly."""
-        right = self.dome_right_z_mm - 80.0 + 80.0 * np.exp(
-            -(((x + 65.0) / 70.0) ** 2) - ((y + 5.0) / 75.0) ** 2
+        right = (
+            self.dome_right_z_mm
+            - 80.0
+            + 80.0 * np.exp(-(((x + 65.0) / 70.0) ** 2) - ((y + 5.0) / 75.0) ** 2)
         )
-        left = self.dome_left_z_mm - 75.0 + 75.0 * np.exp(
-            -(((x - 70.0) / 65.0) ** 2) - (y / 75.0) ** 2
+        left = (
+            self.dome_left_z_mm
+            - 75.0
+            + 75.0 * np.exp(-(((x - 70.0) / 65.0) ** 2) - (y / 75.0) ** 2)
         )
         zd: F = (np.maximum(right, left) - 0.15 * np.maximum(y, 0.0)).astype(np.float32)
         return zd
 
 
 def _vessel_tree(
-    rng: np.random.Generator, root: tuple[float, float, float], tips: list[tuple[float, ...]],
-    r_root: float, r_tip: float, n_side: int,
+    rng: np.random.Generator,
+    root: Vec3,
+    tips: list[Vec3],
+    r_root: float,
+    r_tip: float,
+    n_side: int,
 ) -> list[Capsule]:
     """Main branches root→tip plus a few side branches from their midpoints."""
     caps: list[Capsule] = []
     for tip in tips:
-        caps.append(Capsule(root, (tip[0], tip[1], tip[2]), r_root, r_tip))
+        caps.append(Capsule(root, tip, r_root, r_tip))
         for _ in range(n_side):
             t = rng.uniform(0.35, 0.8)
-            start = tuple(float(a + t * (b - a)) for a, b in zip(root, tip, strict=True))
-            end = tuple(float(s + d) for s, d in zip(start, rng.normal(0, 25, 3), strict=True))
-            caps.append(Capsule(start, end, r_tip * 0.9, r_tip * 0.5))  # type: ignore[arg-type]
+            start = vec3(a + t * (b - a) for a, b in zip(root, tip, strict=True))
+            end = vec3(np.asarray(start) + rng.normal(0, 25, 3))
+            caps.append(Capsule(start, end, r_tip * 0.9, r_tip * 0.5))
     return caps
 
 
@@ -142,28 +150,64 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str = "M") -> Anatomy:
     below = 5.0  # mm of diaphragm muscle between lung and abdominal organs
 
     # Thorax: mediastinum (fat), heart, great vessels. Lungs fill the rest of the cavity.
-    layers.append(Layer(Ellipsoid((5.0, -5.0, 120.0), (42.0, cav_b + 5.0, 150.0)), Tissue.FAT,
-                        above_diaphragm=True, in_cavity_mm=0.0))
-    layers.append(Layer(Ellipsoid(j(18, -38, 52, 3), (68.0, 50.0, 58.0)), Tissue.FAT,
-                        above_diaphragm=True, in_cavity_mm=0.0))
-    layers.append(Layer(Ellipsoid(j(18, -38, 52, 0), (62.0, 45.0, 52.0)), Tissue.HEART,
-                        above_diaphragm=True, in_cavity_mm=0.0))
+    layers.append(
+        Layer(
+            Ellipsoid((5.0, -5.0, 120.0), (42.0, cav_b + 5.0, 150.0)),
+            Tissue.FAT,
+            above_diaphragm=True,
+            in_cavity_mm=0.0,
+        )
+    )
+    layers.append(
+        Layer(
+            Ellipsoid(j(18, -38, 52, 3), (68.0, 50.0, 58.0)),
+            Tissue.FAT,
+            above_diaphragm=True,
+            in_cavity_mm=0.0,
+        )
+    )
+    layers.append(
+        Layer(
+            Ellipsoid(j(18, -38, 52, 0), (62.0, 45.0, 52.0)),
+            Tissue.HEART,
+            above_diaphragm=True,
+            in_cavity_mm=0.0,
+        )
+    )
 
     # Abdomen, painted before the liver so the liver wins overlaps: bowel loops and colon.
     for _ in range(int(rng.integers(6, 11))):
         p0 = (rng.uniform(-90, 90), rng.uniform(-60, 30), rng.uniform(-260, -130))
-        p1 = tuple(float(v) for v in np.asarray(p0) + rng.normal(0, 35, 3))
+        p1 = vec3(np.asarray(p0) + rng.normal(0, 35, 3))
         r = float(rng.uniform(12, 20))
         p0f = (float(p0[0]), float(p0[1]), float(p0[2]))
-        layers.append(Layer(Capsule(p0f, p1, r), Tissue.BOWEL, below_diaphragm_mm=below,  # type: ignore[arg-type]
-                            in_cavity_mm=2.0))
+        layers.append(
+            Layer(
+                Capsule(p0f, p1, r),
+                Tissue.BOWEL,
+                below_diaphragm_mm=below,
+                in_cavity_mm=2.0,
+            )
+        )
         if rng.random() < 0.4:
-            layers.append(Layer(Capsule(p0f, p1, r * 0.55), Tissue.GAS,  # type: ignore[arg-type]
-                                below_diaphragm_mm=below, in_cavity_mm=2.0))
+            layers.append(
+                Layer(
+                    Capsule(p0f, p1, r * 0.55),
+                    Tissue.GAS,
+                    below_diaphragm_mm=below,
+                    in_cavity_mm=2.0,
+                )
+            )
     flexure = Capsule(j(-85, -35, -185), j(-40, -55, -160), 18.0)
     layers.append(Layer(flexure, Tissue.BOWEL, below_diaphragm_mm=below, in_cavity_mm=2.0))
-    layers.append(Layer(Capsule(flexure.p0, flexure.p1, 9.0), Tissue.GAS,
-                        below_diaphragm_mm=below, in_cavity_mm=2.0))
+    layers.append(
+        Layer(
+            Capsule(flexure.p0, flexure.p1, 9.0),
+            Tissue.GAS,
+            below_diaphragm_mm=below,
+            in_cavity_mm=2.0,
+        )
+    )
 
     # Liver: right lobe plus left lobe crossing the midline anteriorly, under the right dome.
     right_lobe = Ellipsoid(j(-62, 8, -78), (90 * lsx, 98 * lsy, 92 * lsz), 0.0, liver_w)
@@ -171,68 +215,134 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str = "M") -> Anatomy:
     for lobe in (right_lobe, left_lobe):
         layers.append(Layer(lobe, Tissue.LIVER, below_diaphragm_mm=below, in_cavity_mm=3.0))
     # Gallbladder at the inferior surface (fluid, excluded from the liver mask).
-    layers.append(Layer(Ellipsoid(j(-38, -42, -118, 5), (14.0, 15.0, 32.0), 20.0), Tissue.FLUID,
-                        below_diaphragm_mm=below))
+    layers.append(
+        Layer(
+            Ellipsoid(j(-38, -42, -118, 5), (14.0, 15.0, 32.0), 20.0),
+            Tissue.FLUID,
+            below_diaphragm_mm=below,
+        )
+    )
     # Hepatic veins converge on the IVC at the dome; portal vein enters at the hilum.
     ivc_top = (-22.0, spine_y - 30.0, -12.0)
     hepatic_tips = [j(-120, 10, -60, 6), j(-55, -55, -55, 6), j(15, -60, -35, 6)]
     portal_hilum = j(-35, -8, -98, 4)
     portal_tips = [j(-100, 15, -85, 6), j(0, -48, -62, 6)]
     vessel_map = {Tissue.LIVER: Tissue.LIVER_VESSEL}
-    for cap in _vessel_tree(rng, ivc_top, hepatic_tips, 7.0, 4.0, 2):  # type: ignore[arg-type]
+    for cap in _vessel_tree(rng, ivc_top, hepatic_tips, 7.0, 4.0, 2):
         layers.append(Layer(cap, Tissue.LIVER_VESSEL, remap=vessel_map))
     portal_root = (10.0 + s[0], spine_y - 40.0, -135.0 + s[2])
     trunk_map = {**vessel_map, **{t: Tissue.VEIN for t in _SOFT}}
     layers.append(Layer(Capsule(portal_root, portal_hilum, 8.0), Tissue.VEIN, remap=trunk_map))
-    for cap in _vessel_tree(rng, portal_hilum, portal_tips, 6.0, 3.5, 2):  # type: ignore[arg-type]
+    for cap in _vessel_tree(rng, portal_hilum, portal_tips, 6.0, 3.5, 2):
         layers.append(Layer(cap, Tissue.LIVER_VESSEL, remap=vessel_map))
 
     # Stomach (wall, fluid, air anteriorly in a supine patient), spleen, kidneys.
     st_c, st_s = j(52, -30, -62), np.array([44.0, 36.0, 52.0])
-    layers.append(Layer(Ellipsoid(st_c, tuple(st_s + 3)), Tissue.FAT,  # type: ignore[arg-type]
-                        below_diaphragm_mm=below, in_cavity_mm=3.0))
-    layers.append(Layer(Ellipsoid(st_c, tuple(st_s)), Tissue.STOMACH_WALL,  # type: ignore[arg-type]
-                        below_diaphragm_mm=below, in_cavity_mm=3.0))
-    layers.append(Layer(Ellipsoid(st_c, tuple(st_s - 5)), Tissue.FLUID,  # type: ignore[arg-type]
-                        below_diaphragm_mm=below, in_cavity_mm=3.0))
+    layers.append(
+        Layer(
+            Ellipsoid(st_c, vec3(st_s + 3)),
+            Tissue.FAT,
+            below_diaphragm_mm=below,
+            in_cavity_mm=3.0,
+        )
+    )
+    layers.append(
+        Layer(
+            Ellipsoid(st_c, vec3(st_s)),
+            Tissue.STOMACH_WALL,
+            below_diaphragm_mm=below,
+            in_cavity_mm=3.0,
+        )
+    )
+    layers.append(
+        Layer(
+            Ellipsoid(st_c, vec3(st_s - 5)),
+            Tissue.FLUID,
+            below_diaphragm_mm=below,
+            in_cavity_mm=3.0,
+        )
+    )
     air_c = (st_c[0], st_c[1] - 30.0, st_c[2] + 10.0)
-    layers.append(Layer(Ellipsoid(air_c, (30.0, 14.0, 30.0)), Tissue.GAS,
-                        below_diaphragm_mm=below, overwrite=frozenset({Tissue.FLUID})))
+    layers.append(
+        Layer(
+            Ellipsoid(air_c, (30.0, 14.0, 30.0)),
+            Tissue.GAS,
+            below_diaphragm_mm=below,
+            overwrite=frozenset({Tissue.FLUID}),
+        )
+    )
     sp_c = j(82, 28, -80)
     sp_semi = (32 * spleen_scale * kx, 58 * spleen_scale * ky, 55 * spleen_scale * kz)
     spleen_w = Wobble.random(rng, 2, 0.10, 120.0)
-    layers.append(Layer(Ellipsoid(sp_c, tuple(v + 3 for v in sp_semi), 35.0), Tissue.FAT,  # type: ignore[arg-type]
-                        below_diaphragm_mm=below, in_cavity_mm=2.0))
-    layers.append(Layer(Ellipsoid(sp_c, sp_semi, 35.0, spleen_w), Tissue.SPLEEN,
-                        below_diaphragm_mm=below, in_cavity_mm=3.0))
+    layers.append(
+        Layer(
+            Ellipsoid(sp_c, vec3(v + 3 for v in sp_semi), 35.0),
+            Tissue.FAT,
+            below_diaphragm_mm=below,
+            in_cavity_mm=2.0,
+        )
+    )
+    layers.append(
+        Layer(
+            Ellipsoid(sp_c, sp_semi, 35.0, spleen_w),
+            Tissue.SPLEEN,
+            below_diaphragm_mm=below,
+            in_cavity_mm=3.0,
+        )
+    )
     for side, z in ((-1, -158.0), (1, -148.0)):
         kc = j(side * 68, spine_y - 8, z)
-        layers.append(Layer(Ellipsoid(kc, (33.0, 35.0, 60.0), side * 15.0), Tissue.FAT,
-                            below_diaphragm_mm=below))
-        layers.append(Layer(Ellipsoid(kc, (27.0, 29.0, 54.0), side * 15.0), Tissue.KIDNEY,
-                            below_diaphragm_mm=below))
+        layers.append(
+            Layer(
+                Ellipsoid(kc, (33.0, 35.0, 60.0), side * 15.0), Tissue.FAT, below_diaphragm_mm=below
+            )
+        )
+        layers.append(
+            Layer(
+                Ellipsoid(kc, (27.0, 29.0, 54.0), side * 15.0),
+                Tissue.KIDNEY,
+                below_diaphragm_mm=below,
+            )
+        )
 
     # Great vessels, spine and paraspinal muscles (full length), painted last.
     aorta_x, aorta_y = 18.0, spine_y - 34.0
-    layers.append(Layer(Capsule((aorta_x, aorta_y, -400.0), (aorta_x, aorta_y, 125.0), 12.0),
-                        Tissue.AORTA))
-    layers.append(Layer(Capsule((aorta_x, aorta_y, 125.0), (2.0, -25.0, 135.0), 13.0),
-                        Tissue.AORTA))
+    layers.append(
+        Layer(Capsule((aorta_x, aorta_y, -400.0), (aorta_x, aorta_y, 125.0), 12.0), Tissue.AORTA)
+    )
+    layers.append(
+        Layer(Capsule((aorta_x, aorta_y, 125.0), (2.0, -25.0, 135.0), 13.0), Tissue.AORTA)
+    )
     layers.append(Layer(Capsule((2.0, -25.0, 135.0), (0.0, -30.0, 60.0), 15.0), Tissue.AORTA))
     layers.append(Layer(Capsule((-22.0, spine_y - 30.0, -400.0), ivc_top, 11.0), Tissue.VEIN))
     layers.append(Layer(Capsule(ivc_top, (-18.0, -25.0, 25.0), 12.0), Tissue.VEIN))
     for side in (-1, 1):
-        layers.append(Layer(Ellipsoid((side * 34.0, spine_y + 32.0, 0.0), (24.0, 18.0, 1e4)),
-                            Tissue.MUSCLE, in_cavity_mm=None))
+        layers.append(
+            Layer(
+                Ellipsoid((side * 34.0, spine_y + 32.0, 0.0), (24.0, 18.0, 1e4)),
+                Tissue.MUSCLE,
+                in_cavity_mm=None,
+            )
+        )
     layers.append(Layer(Ellipsoid((0.0, spine_y, 0.0), (19.0, 17.0, 1e4)), Tissue.BONE_CANCELLOUS))
     layers.append(Layer(Ellipsoid((0.0, spine_y + 27.0, 0.0), (8.0, 8.0, 1e4)), Tissue.CSF))
-    layers.append(Layer(Capsule((0.0, spine_y + 38.0, -1e4), (0.0, spine_y + 38.0, 1e4), 5.0),
-                        Tissue.BONE_CORTICAL))
+    layers.append(
+        Layer(
+            Capsule((0.0, spine_y + 38.0, -1e4), (0.0, spine_y + 38.0, 1e4), 5.0),
+            Tissue.BONE_CORTICAL,
+        )
+    )
 
     return Anatomy(
-        body_half_width_mm=float(a), body_half_depth_mm=float(b), fat_mm=float(fat),
-        muscle_mm=float(muscle), chest_wall_mm=chest_wall,
-        dome_right_z_mm=float(rng.normal(0, 5)), dome_left_z_mm=float(rng.normal(-15, 5)),
-        spine_y_mm=float(spine_y), rib_phase_mm=float(rng.uniform(0, 28)),
-        layers=tuple(layers), liver_texture=Wobble.random(rng, 3, 2.5, 60.0),
+        body_half_width_mm=float(a),
+        body_half_depth_mm=float(b),
+        fat_mm=float(fat),
+        muscle_mm=float(muscle),
+        chest_wall_mm=chest_wall,
+        dome_right_z_mm=float(rng.normal(0, 5)),
+        dome_left_z_mm=float(rng.normal(-15, 5)),
+        spine_y_mm=float(spine_y),
+        rib_phase_mm=float(rng.uniform(0, 28)),
+        layers=tuple(layers),
+        liver_texture=Wobble.random(rng, 3, 2.5, 60.0),
     )

@@ -40,8 +40,16 @@ from screening.synthetic.writers import (
     write_nifti,
 )
 
-__all__ = ["DEFAULT_READERS", "DEFAULT_SITES", "CohortSummary", "ReaderSpec", "SiteSpec",
-           "generate_cohort", "pdff_from_hu", "steatosis_grade"]
+__all__ = [
+    "DEFAULT_READERS",
+    "DEFAULT_SITES",
+    "CohortSummary",
+    "ReaderSpec",
+    "SiteSpec",
+    "generate_cohort",
+    "pdff_from_hu",
+    "steatosis_grade",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,9 @@ def pdff_from_hu(hu: float) -> float:
     return float(np.clip(-0.58 * hu + 38.2, 0.0, 100.0))
 
 
-def steatosis_grade(pdff_pct: float, cutoffs: Sequence[float] = GRADE_CUTOFFS_PCT) -> SteatosisGrade:
+def steatosis_grade(
+    pdff_pct: float, cutoffs: Sequence[float] = GRADE_CUTOFFS_PCT
+) -> SteatosisGrade:
     """none / mild / moderate / severe from a PDFF (%) and three ascending cut-offs."""
     mild, moderate, severe = cutoffs
     if pdff_pct >= severe:
@@ -89,9 +99,15 @@ class SiteSpec(FrozenConfig):
     contrast_header_fraction: float = 0.7  # of contrast scans, share that record it in DICOM
 
     def __post_init__(self) -> None:
-        require(self.transfer_syntax in TRANSFER_SYNTAXES,
-                f"site {self.name}: transfer_syntax must be one of {TRANSFER_SYNTAXES}")
-        for frac in (self.chest_fov_fraction, self.contrast_fraction, self.contrast_header_fraction):
+        require(
+            self.transfer_syntax in TRANSFER_SYNTAXES,
+            f"site {self.name}: transfer_syntax must be one of {TRANSFER_SYNTAXES}",
+        )
+        for frac in (
+            self.chest_fov_fraction,
+            self.contrast_fraction,
+            self.contrast_header_fraction,
+        ):
             require(0.0 <= frac <= 1.0, f"site {self.name}: fractions must be in [0, 1]")
 
 
@@ -107,23 +123,56 @@ class ReaderSpec(FrozenConfig):
 
 DEFAULT_SITES: tuple[SiteSpec, ...] = (
     # GE: signed storage, intercept -1024, padding stored as -2000 (-3024 HU), low-dose chest.
-    SiteSpec(name="site-a", manufacturer="GE MEDICAL SYSTEMS", model="LightSpeed VCT",
-             convolution_kernel="STANDARD", kvp=120.0, exposure_mas=(30.0, 80.0),
-             spacing_z_mm=(1.25, 2.5), padding_hu=-3024.0, chest_fov_fraction=0.4),
+    SiteSpec(
+        name="site-a",
+        manufacturer="GE MEDICAL SYSTEMS",
+        model="LightSpeed VCT",
+        convolution_kernel="STANDARD",
+        kvp=120.0,
+        exposure_mas=(30.0, 80.0),
+        spacing_z_mm=(1.25, 2.5),
+        padding_hu=-3024.0,
+        chest_fov_fraction=0.4,
+    ),
     # Siemens: unsigned storage, intercept -1024, no padding; head- and feet-first.
-    SiteSpec(name="site-b", manufacturer="SIEMENS", model="SOMATOM Definition AS",
-             convolution_kernel="B30f", kvp=120.0, exposure_mas=(80.0, 180.0),
-             spacing_z_mm=(1.0, 3.0, 5.0), positions=("HFS", "FFS"), contrast_fraction=0.15),
+    SiteSpec(
+        name="site-b",
+        manufacturer="SIEMENS",
+        model="SOMATOM Definition AS",
+        convolution_kernel="B30f",
+        kvp=120.0,
+        exposure_mas=(80.0, 180.0),
+        spacing_z_mm=(1.0, 3.0, 5.0),
+        positions=("HFS", "FFS"),
+        contrast_fraction=0.15,
+    ),
     # Toshiba: intercept 0, signed, padding -2000 HU, 100 kV, RLE compressed, some prone.
-    SiteSpec(name="site-c", manufacturer="TOSHIBA", model="Aquilion ONE",
-             convolution_kernel="FC08", kvp=100.0, exposure_mas=(60.0, 140.0),
-             spacing_z_mm=(1.0, 2.0), rescale_intercept=0.0, padding_hu=-2000.0,
-             transfer_syntax="rle", positions=("HFS", "FFS", "HFP")),
+    SiteSpec(
+        name="site-c",
+        manufacturer="TOSHIBA",
+        model="Aquilion ONE",
+        convolution_kernel="FC08",
+        kvp=100.0,
+        exposure_mas=(60.0, 140.0),
+        spacing_z_mm=(1.0, 2.0),
+        rescale_intercept=0.0,
+        padding_hu=-2000.0,
+        transfer_syntax="rle",
+        positions=("HFS", "FFS", "HFP"),
+    ),
     # A research archive exported to NIfTI.
-    SiteSpec(name="site-d", manufacturer="Philips", model="iCT 256", convolution_kernel="B",
-             kvp=120.0, exposure_mas=(60.0, 160.0), spacing_xy_mm=(0.6, 1.0),
-             spacing_z_mm=(0.625, 1.25, 2.5), source_format=SourceFormat.NIFTI,
-             chest_fov_fraction=0.2),
+    SiteSpec(
+        name="site-d",
+        manufacturer="Philips",
+        model="iCT 256",
+        convolution_kernel="B",
+        kvp=120.0,
+        exposure_mas=(60.0, 160.0),
+        spacing_xy_mm=(0.6, 1.0),
+        spacing_z_mm=(0.625, 1.25, 2.5),
+        source_format=SourceFormat.NIFTI,
+        chest_fov_fraction=0.2,
+    ),
 )
 
 DEFAULT_READERS: tuple[ReaderSpec, ...] = (
@@ -163,49 +212,71 @@ def _draw_case(
     rng: np.random.Generator, site: SiteSpec, size: str, prevalence: float
 ) -> tuple[PhantomSpec, ScanGeometry, dict[str, Any]]:
     steatotic = rng.random() < prevalence
-    liver_hu = (rng.uniform(-20.0, STEATOSIS_THRESHOLD_HU) if steatotic
-                else float(np.clip(rng.normal(58.0, 6.0), 41.0, 75.0)))
+    liver_hu = (
+        rng.uniform(-20.0, STEATOSIS_THRESHOLD_HU)
+        if steatotic
+        else float(np.clip(rng.normal(58.0, 6.0), 41.0, 75.0))
+    )
     phase = ContrastPhase.NONE
     if rng.random() < site.contrast_fraction:
         phase = ContrastPhase(rng.choice([ContrastPhase.ARTERIAL, ContrastPhase.PORTAL_VENOUS]))
     sex = "M" if rng.random() < 0.55 else "F"
     spec = PhantomSpec(
-        liver_hu=float(liver_hu), spleen_hu=float(rng.normal(47.0, 4.0)), contrast_phase=phase,
-        kvp=site.kvp, exposure_mas=float(rng.uniform(*site.exposure_mas)),
-        padding_hu=site.padding_hu, patient_sex=sex,
+        liver_hu=float(liver_hu),
+        spleen_hu=float(rng.normal(47.0, 4.0)),
+        contrast_phase=phase,
+        kvp=site.kvp,
+        exposure_mas=float(rng.uniform(*site.exposure_mas)),
+        padding_hu=site.padding_hu,
+        patient_sex=sex,
     )
     dxy = round(float(rng.uniform(*site.spacing_xy_mm)), 4)
     dz = float(rng.choice(site.spacing_z_mm))
     if size == "small":
-        matrix, dxy, dz = _SMALL_MATRIX, round(dxy * _SMALL_XY_FACTOR, 4), float(rng.choice(_SMALL_DZ_MM))
+        matrix, dxy, dz = (
+            _SMALL_MATRIX,
+            round(dxy * _SMALL_XY_FACTOR, 4),
+            float(rng.choice(_SMALL_DZ_MM)),
+        )
     else:
         matrix = 512
     fov = "chest" if rng.random() < site.chest_fov_fraction else "chest_abdomen"
     z_bottom = rng.uniform(-130.0, -70.0) if fov == "chest" else rng.uniform(-225.0, -200.0)
-    nz = int(round(_COVERAGE_MM[size] / dz))
+    nz = round(_COVERAGE_MM[size] / dz)
     geometry = ScanGeometry(
-        shape=(nz, matrix, matrix), spacing_mm=(dz, dxy, dxy), fov=fov, z_bottom_mm=float(z_bottom),
+        shape=(nz, matrix, matrix),
+        spacing_mm=(dz, dxy, dxy),
+        fov=fov,
+        z_bottom_mm=float(z_bottom),
         center_offset_mm=(float(rng.normal(0, 8)), float(rng.normal(10, 8))),
         patient_position=str(rng.choice(site.positions)),
         table_position_mm=(0.0, float(rng.uniform(-200, -100)), float(rng.uniform(-1200, -300))),
     )
     extra = {
         "age": int(rng.integers(45, 81)),
-        "contrast_header": phase != ContrastPhase.NONE and rng.random() < site.contrast_header_fraction,
-        "study_date": f"{int(rng.integers(2012, 2024))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 28)):02d}",
+        "contrast_header": phase != ContrastPhase.NONE
+        and rng.random() < site.contrast_header_fraction,
+        "study_date": "{:04d}{:02d}{:02d}".format(
+            *(int(rng.integers(lo, hi)) for lo, hi in ((2012, 2024), (1, 13), (1, 28)))
+        ),
     }
     return spec, geometry, extra
 
 
-def _truth_row(case_id: str, subject_id: str, site: SiteSpec, ph: Phantom, extra: dict[str, Any],
-               seed: int) -> dict[str, Any]:
+def _truth_row(
+    case_id: str, subject_id: str, site: SiteSpec, ph: Phantom, extra: dict[str, Any], seed: int
+) -> dict[str, Any]:
     spec, geom = ph.spec, ph.geometry
     pdff = pdff_from_hu(spec.liver_hu)
     return {
-        "case_id": case_id, "subject_id": subject_id, "site": site.name,
+        "case_id": case_id,
+        "subject_id": subject_id,
+        "site": site.name,
         "source_format": site.source_format.value,
-        "liver_hu_true": round(spec.liver_hu, 3), "liver_hu_scan": round(ph.liver_hu_scan, 3),
-        "spleen_hu_true": round(spec.spleen_hu, 3), "spleen_hu_scan": round(ph.spleen_hu_scan, 3),
+        "liver_hu_true": round(spec.liver_hu, 3),
+        "liver_hu_scan": round(ph.liver_hu_scan, 3),
+        "spleen_hu_true": round(spec.spleen_hu, 3),
+        "spleen_hu_scan": round(ph.spleen_hu_scan, 3),
         "liver_volume_ml": round(ph.liver_volume_ml, 2),
         "liver_volume_full_ml": round(ph.liver_volume_full_ml, 2),
         "spleen_volume_ml": round(ph.spleen_volume_ml, 2),
@@ -214,14 +285,23 @@ def _truth_row(case_id: str, subject_id: str, site: SiteSpec, ph: Phantom, extra
         "steatosis_grade": steatosis_grade(pdff).value,
         "contrast_phase": spec.contrast_phase.value,
         "contrast_header": bool(extra["contrast_header"]),
-        "liver_truncated": ph.liver_truncated, "fov": geom.fov,
-        "patient_position": geom.patient_position, "patient_sex": spec.patient_sex,
-        "patient_age_years": float(extra["age"]), "kvp": spec.kvp,
-        "exposure_mas": round(spec.exposure_mas, 1), "noise_sd_hu": round(ph.noise_sd_hu, 3),
-        "spacing_z_mm": geom.spacing_mm[0], "spacing_y_mm": geom.spacing_mm[1],
-        "spacing_x_mm": geom.spacing_mm[2], "n_slices": geom.shape[0], "rows": geom.shape[1],
-        "columns": geom.shape[2], "rescale_intercept": site.rescale_intercept,
-        "padding_hu": spec.padding_hu, "seed": seed,
+        "liver_truncated": ph.liver_truncated,
+        "fov": geom.fov,
+        "patient_position": geom.patient_position,
+        "patient_sex": spec.patient_sex,
+        "patient_age_years": float(extra["age"]),
+        "kvp": spec.kvp,
+        "exposure_mas": round(spec.exposure_mas, 1),
+        "noise_sd_hu": round(ph.noise_sd_hu, 3),
+        "spacing_z_mm": geom.spacing_mm[0],
+        "spacing_y_mm": geom.spacing_mm[1],
+        "spacing_x_mm": geom.spacing_mm[2],
+        "n_slices": geom.shape[0],
+        "rows": geom.shape[1],
+        "columns": geom.shape[2],
+        "rescale_intercept_hu": site.rescale_intercept,
+        "padding_hu": spec.padding_hu,
+        "seed": seed,
     }
 
 
@@ -262,12 +342,16 @@ def generate_cohort(
     """
     require(n >= 1, f"n must be >= 1, got {n}")
     require(0.0 <= prevalence <= 1.0, f"prevalence must be in [0, 1], got {prevalence}")
-    require(0.0 <= repeat_fraction < 1.0, f"repeat_fraction must be in [0, 1), got {repeat_fraction}")
+    require(
+        0.0 <= repeat_fraction < 1.0, f"repeat_fraction must be in [0, 1), got {repeat_fraction}"
+    )
     require(len(sites) >= 1, "at least one site is needed")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) "
-                          "to replace it, or choose another folder")
+        raise ConfigError(
+            f"{out} exists and is not empty; pass overwrite=True (--overwrite) "
+            "to replace it, or choose another folder"
+        )
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -286,11 +370,15 @@ def generate_cohort(
         case_id = f"case-{i + 1:04d}"
         if previous is not None and case_rng.random() < repeat_fraction:
             anat_seed, spec, geometry, extra, subject_id, site = previous
-            geometry = ScanGeometry.from_dict({
-                **geometry.to_dict(),
-                "center_offset_mm": [v + case_rng.normal(0, 3) for v in geometry.center_offset_mm],
-                "z_bottom_mm": (geometry.z_bottom_mm or 0.0) + case_rng.normal(0, 4),
-            })
+            geometry = ScanGeometry.from_dict(
+                {
+                    **geometry.to_dict(),
+                    "center_offset_mm": [
+                        v + case_rng.normal(0, 3) for v in geometry.center_offset_mm
+                    ],
+                    "z_bottom_mm": (geometry.z_bottom_mm or 0.0) + case_rng.normal(0, 4),
+                }
+            )
             ph = make_phantom(spec, geometry, anat_seed, noise_seed=case_seed)
             previous = None  # at most one repeat per subject
         else:
@@ -305,23 +393,44 @@ def generate_cohort(
             rel = f"masks/{case_id}_{organ}.nii.gz"
             write_nifti(mask.astype(np.uint8), ph, tmp / rel, site.nifti_axcodes)
             masks[organ] = rel
-        manifest.append({"image": image, "liver_mask": masks["liver"],
-                         "spleen_mask": masks["spleen"], "cohort": cohort, "site": site.name,
-                         "case_id": case_id})
+        manifest.append(
+            {
+                "image": image,
+                "liver_mask": masks["liver"],
+                "spleen_mask": masks["spleen"],
+                "cohort": cohort,
+                "site": site.name,
+                "case_id": case_id,
+            }
+        )
         truth.append(_truth_row(case_id, subject_id, site, ph, extra, anat_seed))
         for reader in readers:
             if read_rng.random() < reader.fraction:
                 # An ROI avoids vessels: parenchyma + local texture + the reader's bias and error.
-                roi = ph.liver_hu_scan + read_rng.normal(0, 1.5) + reader.bias_hu + read_rng.normal(
-                    0, reader.sd_hu)
+                roi = (
+                    ph.liver_hu_scan
+                    + read_rng.normal(0, 1.5)
+                    + reader.bias_hu
+                    + read_rng.normal(0, reader.sd_hu)
+                )
                 reads.append({"case_id": case_id, "reader": reader.name, "roi_hu": round(roi, 1)})
-    _write_csv(tmp / "manifest.csv", manifest,
-               ["image", "liver_mask", "spleen_mask", "cohort", "site", "case_id"])
+    _write_csv(
+        tmp / "manifest.csv",
+        manifest,
+        ["image", "liver_mask", "spleen_mask", "cohort", "site", "case_id"],
+    )
     _write_csv(tmp / "truth.csv", truth, load_table_schema("synthetic_truth").names)
     _write_csv(tmp / "reads.csv", reads, ["case_id", "reader", "roi_hu"])
-    params = {"n": n, "seed": seed, "prevalence": prevalence, "size": size, "cohort": cohort,
-              "repeat_fraction": repeat_fraction, "sites": [s.to_dict() for s in sites],
-              "readers": [r.to_dict() for r in readers]}
+    params = {
+        "n": n,
+        "seed": seed,
+        "prevalence": prevalence,
+        "size": size,
+        "cohort": cohort,
+        "repeat_fraction": repeat_fraction,
+        "sites": [s.to_dict() for s in sites],
+        "readers": [r.to_dict() for r in readers],
+    }
     (tmp / "cohort.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     if out.exists():
         shutil.rmtree(out)
@@ -330,29 +439,44 @@ def generate_cohort(
     for row in truth:
         by_site[row["site"]] = by_site.get(row["site"], 0) + 1
     return CohortSummary(
-        out_dir=out, n_cases=n, n_steatosis=sum(r["steatosis"] for r in truth),
+        out_dir=out,
+        n_cases=n,
+        n_steatosis=sum(r["steatosis"] for r in truth),
         n_contrast=sum(r["contrast_phase"] != "none" for r in truth),
-        n_truncated=sum(r["liver_truncated"] for r in truth), by_site=by_site,
+        n_truncated=sum(r["liver_truncated"] for r in truth),
+        by_site=by_site,
     )
 
 
-def _write_image(root: Path, case_id: str, subject_id: str, site: SiteSpec, ph: Phantom,
-                 extra: dict[str, Any], case_seed: int) -> str:
+def _write_image(
+    root: Path,
+    case_id: str,
+    subject_id: str,
+    site: SiteSpec,
+    ph: Phantom,
+    extra: dict[str, Any],
+    case_seed: int,
+) -> str:
     if site.source_format is SourceFormat.NIFTI:
         rel = f"images/{case_id}.nii.gz"
         write_nifti(ph.hu, ph, root / rel, site.nifti_axcodes)
         return rel
     number = int(subject_id.split("-")[1])
     info = DicomInfo(
-        manufacturer=site.manufacturer, model=site.model,
+        manufacturer=site.manufacturer,
+        model=site.model,
         convolution_kernel=site.convolution_kernel,
         institution=f"Synthetic General Hospital {site.name}",
-        patient_name=f"SYNTH^PATIENT{number:04d}", patient_id=f"SYNPID{number:06d}",
+        patient_name=f"SYNTH^PATIENT{number:04d}",
+        patient_id=f"SYNPID{number:06d}",
         patient_birth_date=birth_date_for(extra["age"], extra["study_date"]),
-        patient_age_years=extra["age"], accession_number=f"ACC{case_seed % 10**8:08d}",
-        study_date=extra["study_date"], rescale_intercept=site.rescale_intercept,
+        patient_age_years=extra["age"],
+        accession_number=f"ACC{case_seed % 10**8:08d}",
+        study_date=extra["study_date"],
+        rescale_intercept=site.rescale_intercept,
         contrast_agent="IOHEXOL 350" if extra["contrast_header"] else None,
-        transfer_syntax=site.transfer_syntax, uid_seed=f"{case_id}-{case_seed}",
+        transfer_syntax=site.transfer_syntax,
+        uid_seed=f"{case_id}-{case_seed}",
         study_uid_seed=subject_id,
     )
     rel = f"images/{case_id}"

@@ -69,7 +69,10 @@ class ScanGeometry(FrozenConfig):
     scan_circle: bool = True
 
     def __post_init__(self) -> None:
-        require(len(self.shape) == 3 and min(self.shape) >= 1, f"shape {self.shape} must be 3 positive ints")
+        require(
+            len(self.shape) == 3 and min(self.shape) >= 1,
+            f"shape {self.shape} must be 3 positive ints",
+        )
         require(min(self.spacing_mm) > 0, f"spacing_mm {self.spacing_mm} must be positive")
         require(self.fov in FOV_KINDS, f"fov {self.fov!r} must be one of {FOV_KINDS}")
         require(
@@ -121,7 +124,9 @@ class PhantomSpec(FrozenConfig):
 
     def __post_init__(self) -> None:
         require(-150.0 <= self.liver_hu <= 150.0, f"liver_hu {self.liver_hu} outside [-150, 150]")
-        require(-150.0 <= self.spleen_hu <= 150.0, f"spleen_hu {self.spleen_hu} outside [-150, 150]")
+        require(
+            -150.0 <= self.spleen_hu <= 150.0, f"spleen_hu {self.spleen_hu} outside [-150, 150]"
+        )
         require(70.0 <= self.kvp <= 150.0, f"kvp {self.kvp} outside [70, 150]")
         require(self.exposure_mas > 0, f"exposure_mas {self.exposure_mas} must be positive")
         require(self.psf_sigma_mm >= 0, "psf_sigma_mm must be >= 0")
@@ -259,20 +264,39 @@ def make_phantom(
     rng = np.random.default_rng([seed, 0])
     noise_rng = np.random.default_rng([seed, 1] if noise_seed is None else [seed, 2, noise_seed])
     anatomy = sample_anatomy(rng, sex=spec.patient_sex)
-    jitter = {t: float(rng.normal(0, 4)) for t in (Tissue.MUSCLE, Tissue.FAT, Tissue.KIDNEY,
-                                                      Tissue.BOWEL, Tissue.AORTA, Tissue.VEIN)}
+    jitter = {
+        t: float(rng.normal(0, 4))
+        for t in (Tissue.MUSCLE, Tissue.FAT, Tissue.KIDNEY, Tissue.BOWEL, Tissue.AORTA, Tissue.VEIN)
+    }
     jitter[Tissue.LIVER_VESSEL] = jitter[Tissue.VEIN]
-    table = hu_lookup(liver_hu=spec.liver_hu, spleen_hu=spec.spleen_hu,
-                      phase=spec.contrast_phase, jitter_hu=jitter)
+    table = hu_lookup(
+        liver_hu=spec.liver_hu,
+        spleen_hu=spec.spleen_hu,
+        phase=spec.contrast_phase,
+        jitter_hu=jitter,
+    )
     sd = noise_sd_hu(kvp=spec.kvp, exposure_mas=spec.exposure_mas, spacing_mm=geometry.spacing_mm)
-    dz, dy, dx = geometry.spacing_mm
-    nz, ny, nx = geometry.shape
+    _, dy, dx = geometry.spacing_mm
+    _, ny, nx = geometry.shape
     psf = (max(spec.psf_sigma_mm / dy, 0.5), max(spec.psf_sigma_mm / dx, 0.5))
     cx, cy = geometry.center_offset_mm
     hu, tissue = render_volume(
-        geometry.grid(), anatomy, hu_table=table, noise_sd_hu=sd, psf_sigma_vox=psf,
+        geometry.grid(),
+        anatomy,
+        hu_table=table,
+        noise_sd_hu=sd,
+        psf_sigma_vox=psf,
         scan_radius_mm=0.5 * min(ny * dy, nx * dx) if geometry.scan_circle else None,
-        scan_center_mm=(cx, cy), padding_hu=spec.padding_hu, rng=noise_rng,
+        scan_center_mm=(cx, cy),
+        padding_hu=spec.padding_hu,
+        rng=noise_rng,
     )
-    return Phantom(hu=hu, tissue=tissue, spec=spec, geometry=geometry, anatomy=anatomy,
-                   hu_table=table, noise_sd_hu=sd)
+    return Phantom(
+        hu=hu,
+        tissue=tissue,
+        spec=spec,
+        geometry=geometry,
+        anatomy=anatomy,
+        hu_table=table,
+        noise_sd_hu=sd,
+    )

@@ -224,12 +224,20 @@ def _liver_box(anatomy: Anatomy) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _add_liver_texture(
-    vol: F, lab: NDArray[np.uint8], grid: Grid, zs: F, anatomy: Anatomy,
+    vol: F,
+    lab: NDArray[np.uint8],
+    grid: Grid,
+    zs: F,
+    anatomy: Anatomy,
     box: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> None:
     """Smooth parenchymal heterogeneity (a few HU) inside the liver only."""
     (x0, y0, z0), (x1, y1, z1) = box
-    iz, iy, ix = _index_range(zs, z0, z1), _index_range(grid.y, y0, y1), _index_range(grid.x, x0, x1)
+    iz, iy, ix = (
+        _index_range(zs, z0, z1),
+        _index_range(grid.y, y0, y1),
+        _index_range(grid.x, x0, x1),
+    )
     if iz.start >= iz.stop or iy.start >= iy.stop or ix.start >= ix.stop:
         return
     field = anatomy.liver_texture(

@@ -8,14 +8,24 @@ so a shape costs work only over its own box. Coordinates are the phantom's anato
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Box", "Capsule", "Ellipsoid", "Wobble"]
+__all__ = ["Box", "Capsule", "Ellipsoid", "Vec3", "Wobble", "vec3"]
 
 Vec3 = tuple[float, float, float]
+
+
+def vec3(values: Iterable[Any]) -> Vec3:
+    """Three floats from any length-3 iterable (numpy rows, generators)."""
+    x, y, z = (float(v) for v in values)
+    return (x, y, z)
+
+
 Bool3 = NDArray[np.bool_]
 F = NDArray[np.float32]
 
@@ -43,11 +53,8 @@ class Wobble:
         k = rng.uniform(0.5, 1.5, size=(n_terms, 3)) * (2 * np.pi / wavelength_mm)
         return Wobble(
             amp=tuple(float(a) for a in rng.uniform(0.4, 1.0, n_terms) * amp),
-            k=tuple(tuple(float(v) for v in row) for row in k),  # type: ignore[misc]
-            phase=tuple(
-                tuple(float(v) for v in row)  # type: ignore[misc]
-                for row in rng.uniform(0, 2 * np.pi, size=(n_terms, 3))
-            ),
+            k=tuple(vec3(row) for row in k),
+            phase=tuple(vec3(row) for row in rng.uniform(0, 2 * np.pi, size=(n_terms, 3))),
         )
 
     def __call__(self, x: F, y: F, z: F) -> F:
@@ -114,9 +121,9 @@ class Capsule:
 
     def box(self) -> Box:
         r = max(self.r0, self.r1 or self.r0)
-        lo = tuple(min(a, b) - r for a, b in zip(self.p0, self.p1, strict=True))
-        hi = tuple(max(a, b) + r for a, b in zip(self.p0, self.p1, strict=True))
-        return Box(lo, hi)  # type: ignore[arg-type]
+        lo = vec3(min(a, b) - r for a, b in zip(self.p0, self.p1, strict=True))
+        hi = vec3(max(a, b) + r for a, b in zip(self.p0, self.p1, strict=True))
+        return Box(lo, hi)
 
     def inside(self, x: F, y: F, z: F) -> Bool3:
         p0 = np.asarray(self.p0, dtype=np.float32)

@@ -14,13 +14,19 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.uid import UID
 
 from screening.config import FrozenConfig, require
 from screening.geometry import nifti_affine_from_canonical, reorient_nifti
 from screening.synthetic.phantom import Phantom
 
-__all__ = ["TRANSFER_SYNTAXES", "DicomInfo", "slice_orientation", "write_dicom_series",
-           "write_nifti"]
+__all__ = [
+    "TRANSFER_SYNTAXES",
+    "DicomInfo",
+    "slice_orientation",
+    "write_dicom_series",
+    "write_nifti",
+]
 
 #: Transfer syntaxes the writer can produce (JPEG 2000 needs pylibjpeg-openjpeg).
 TRANSFER_SYNTAXES = ("explicit", "implicit", "rle", "j2k")
@@ -62,16 +68,20 @@ class DicomInfo(FrozenConfig):
     study_uid_seed: str | None = None  # shared by series of one study (repeat scans)
 
     def __post_init__(self) -> None:
-        require(self.transfer_syntax in TRANSFER_SYNTAXES,
-                f"transfer_syntax {self.transfer_syntax!r} must be one of {TRANSFER_SYNTAXES}")
-        require(self.rescale_intercept in (-1024.0, 0.0),
-                f"rescale_intercept {self.rescale_intercept} must be -1024 or 0")
+        require(
+            self.transfer_syntax in TRANSFER_SYNTAXES,
+            f"transfer_syntax {self.transfer_syntax!r} must be one of {TRANSFER_SYNTAXES}",
+        )
+        require(
+            self.rescale_intercept in (-1024.0, 0.0),
+            f"rescale_intercept {self.rescale_intercept} must be -1024 or 0",
+        )
 
 
-def _uid(*parts: str) -> str:
+def _uid(*parts: str) -> UID:
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(entropy_srcs=list(parts)))
+    return generate_uid(entropy_srcs=list(parts))
 
 
 def _stored_values(phantom: Phantom, intercept: float) -> tuple[NDArray[np.integer], bool]:
@@ -82,7 +92,9 @@ def _stored_values(phantom: Phantom, intercept: float) -> tuple[NDArray[np.integ
     return stored.astype(dtype), unsigned
 
 
-def write_dicom_series(phantom: Phantom, out_dir: str | os.PathLike[str], info: DicomInfo) -> list[Path]:
+def write_dicom_series(
+    phantom: Phantom, out_dir: str | os.PathLike[str], info: DicomInfo
+) -> list[Path]:
     """Write one CT series, a file per slice, in the orientation of the patient position.
 
     Files are named ``IM00001.dcm``… in acquisition order: head-first series run from the
@@ -110,8 +122,12 @@ def write_dicom_series(phantom: Phantom, out_dir: str | os.PathLike[str], info: 
     study_uid = _uid("study", info.study_uid_seed or info.uid_seed)
     series_uid = _uid("series", info.uid_seed)
     frame_uid = _uid("frame", info.uid_seed)
-    syntax = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian,
-              "rle": RLELossless, "j2k": JPEG2000Lossless}[info.transfer_syntax]
+    syntax = {
+        "explicit": ExplicitVRLittleEndian,
+        "implicit": ImplicitVRLittleEndian,
+        "rle": RLELossless,
+        "j2k": JPEG2000Lossless,
+    }[info.transfer_syntax]
     order = range(nz - 1, -1, -1) if position.startswith("HF") else range(nz)
     paths = []
     for instance, k in enumerate(order, start=1):
@@ -160,7 +176,11 @@ def write_dicom_series(phantom: Phantom, out_dir: str | os.PathLike[str], info: 
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelRepresentation = 0 if unsigned else 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = f"{info.rescale_intercept:g}", "1", "HU"
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = (
+            f"{info.rescale_intercept:g}",
+            "1",
+            "HU",
+        )
         ds.WindowCenter, ds.WindowWidth = "40", "400"
         if spec.padding_hu is not None:
             ds.PixelPaddingValue = int(spec.padding_hu - info.rescale_intercept)
@@ -171,7 +191,8 @@ def write_dicom_series(phantom: Phantom, out_dir: str | os.PathLike[str], info: 
             if syntax == ImplicitVRLittleEndian:
                 ds.file_meta.TransferSyntaxUID = syntax
             else:
-                ds.compress(syntax, np.ascontiguousarray(img))
+                # keep our deterministic SOPInstanceUID (compress() makes a new one by default)
+                ds.compress(syntax, np.ascontiguousarray(img), generate_instance_uid=False)
         path = out / f"IM{instance:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
