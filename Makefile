@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 	$(BIN)/ruff check screening tests bench
+	$(BIN)/ruff format --check screening tests bench
 	$(BIN)/mypy
 
 test-slow: $(STAMP)
@@ -32,6 +33,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check screening tests bench
+	$(BIN)/ruff format --check screening tests bench
 	$(BIN)/mypy
 
 clean:

@@ -1,0 +1,1 @@
+"""Benchmarks for the screening package (run with ``make bench`` or ``python -m bench``)."""
