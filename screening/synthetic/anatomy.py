@@ -176,8 +176,8 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str = "M") -> Anatomy:
     )
 
     # Abdomen, painted before the liver so the liver wins overlaps: bowel loops and colon.
-    for _ in range(int(rng.integers(6, 11))):
-        p0 = (rng.uniform(-90, 90), rng.uniform(-60, 30), rng.uniform(-260, -130))
+    for _ in range(int(rng.integers(14, 20))):
+        p0 = (rng.uniform(-100, 100), rng.uniform(-65, 35), rng.uniform(-260, -110))
         p1 = vec3(np.asarray(p0) + rng.normal(0, 35, 3))
         r = float(rng.uniform(12, 20))
         p0f = (float(p0[0]), float(p0[1]), float(p0[2]))
