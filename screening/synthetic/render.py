@@ -1,9 +1,9 @@
 """Slab-by-slab rendering of an :class:`~screening.synthetic.anatomy.Anatomy` onto a grid.
 
 Rendering works on slabs of a few slices so every pass stays in cache. On the 2-core machine a
-full 512×512×300 phantom takes 2.98 s in slabs against 6.29 s with whole-volume passes (2.1×,
-medians, BENCHMARKS.md); single steps gain more (label→HU lookup 1.25 s at once, 0.10 s in
-8-slice slabs) and peak memory falls from 1.2 GiB to 0.27 GiB. Each slab is labelled, turned
+full 512×512×300 phantom takes ~2.9 s in slabs, 1.5–2.1× faster than whole-volume passes
+(medians of two runs; BENCHMARKS.md); single steps gain more (label→HU lookup 1.25 s at once,
+0.10 s in 8-slice slabs) and peak memory falls from 1.2 GiB to 0.27 GiB. Each slab is labelled, turned
 into HU, given noise, blurred in plane and rounded before the next is started.
 """
 
