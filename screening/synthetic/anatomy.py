@@ -158,9 +158,10 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str = "M") -> Anatomy:
             in_cavity_mm=0.0,
         )
     )
+    heart_c = j(18, -38, 52, 3)  # pericardial fat is a shell around the same centre
     layers.append(
         Layer(
-            Ellipsoid(j(18, -38, 52, 3), (68.0, 50.0, 58.0)),
+            Ellipsoid(heart_c, (68.0, 50.0, 58.0)),
             Tissue.FAT,
             above_diaphragm=True,
             in_cavity_mm=0.0,
@@ -168,7 +169,7 @@ def sample_anatomy(rng: np.random.Generator, *, sex: str = "M") -> Anatomy:
     )
     layers.append(
         Layer(
-            Ellipsoid(j(18, -38, 52, 0), (62.0, 45.0, 52.0)),
+            Ellipsoid(heart_c, (62.0, 45.0, 52.0)),
             Tissue.HEART,
             above_diaphragm=True,
             in_cavity_mm=0.0,

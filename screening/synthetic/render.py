@@ -3,8 +3,8 @@
 Rendering works on slabs of a few slices so every pass stays in cache. On the 2-core machine a
 full 512×512×300 phantom takes ~2.9 s in slabs, 1.5–2.1× faster than whole-volume passes
 (medians of two runs; BENCHMARKS.md); single steps gain more (label→HU lookup 1.25 s at once,
-0.10 s in 8-slice slabs) and peak memory falls from 1.2 GiB to 0.27 GiB. Each slab is labelled, turned
-into HU, given noise, blurred in plane and rounded before the next is started.
+0.10 s in 8-slice slabs) and peak memory falls from 1.2 GiB to 0.27 GiB. Each slab is
+labelled, turned into HU, given noise, blurred in plane and rounded before the next starts.
 """
 
 from __future__ import annotations
