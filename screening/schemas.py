@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -246,8 +246,3 @@ def load_store_layout() -> dict[str, Any]:
     """The scan-store layout (arrays, attributes, completion marker) as a plain dict."""
     layout: dict[str, Any] = _read_yaml(_STORE_LAYOUT)
     return layout
-
-
-def columns_with_unit(schema: TableSchema, units: Sequence[str]) -> list[Column]:
-    """Columns whose unit is one of ``units``."""
-    return [c for c in schema.columns if c.unit in units]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from screening.synthetic.shapes import Capsule, Ellipsoid, Vec3, Wobble, vec3
+from screening.synthetic.shapes import Box, Capsule, Ellipsoid, Vec3, Wobble, vec3
 from screening.synthetic.tissues import Tissue
 
 __all__ = ["Anatomy", "Layer", "sample_anatomy"]
@@ -69,6 +69,13 @@ class Anatomy:
     rib_phase_mm: float
     layers: tuple[Layer, ...]
     liver_texture: Wobble  # HU heterogeneity of the liver parenchyma (absolute HU amplitude)
+
+    def box_of(self, tissue: Tissue) -> Box:
+        """Bounding box (mm) of every layer painting ``tissue`` (before carving by later ones)."""
+        boxes = [layer.shape.box() for layer in self.layers if layer.tissue == tissue]
+        lo = vec3(min(b.lo[i] for b in boxes) for i in range(3))
+        hi = vec3(max(b.hi[i] for b in boxes) for i in range(3))
+        return Box(lo, hi)
 
     # --- body outline and cavity -------------------------------------------------------
     def semi_axes(self, z: F) -> tuple[F, F]:

@@ -202,7 +202,8 @@ class Phantom:
     @functools.cached_property
     def liver_volume_full_ml(self) -> float:
         """Whole-liver volume on a 1.5 mm grid, regardless of the field of view."""
-        lo, hi = _organ_box(self.anatomy, Tissue.LIVER)
+        box = self.anatomy.box_of(Tissue.LIVER)
+        lo, hi = box.lo, box.hi
         step = 1.5
         grid = Grid(*(np.arange(lo[i], hi[i] + step, step, dtype=np.float32) for i in range(3)))
         tissue = render_labels(grid, self.anatomy)
@@ -243,13 +244,6 @@ def _circle_rim(shape: tuple[int, int]) -> NDArray[np.bool_]:
     r = np.hypot((yy - (ny - 1) / 2) / (ny / 2), (xx - (nx - 1) / 2) / (nx / 2))
     rim: NDArray[np.bool_] = (r <= 1.0) & (r > 1.0 - 2.5 / min(ny, nx))
     return rim
-
-
-def _organ_box(anatomy: Anatomy, tissue: Tissue) -> tuple[list[float], list[float]]:
-    boxes = [ly.shape.box() for ly in anatomy.layers if ly.tissue == tissue]
-    lo = [min(b.lo[i] for b in boxes) for i in range(3)]
-    hi = [max(b.hi[i] for b in boxes) for i in range(3)]
-    return lo, hi
 
 
 def make_phantom(

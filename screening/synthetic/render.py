@@ -16,6 +16,7 @@ import scipy.ndimage as ndi
 from numpy.typing import NDArray
 
 from screening.synthetic.anatomy import Anatomy, Layer
+from screening.synthetic.shapes import Box
 from screening.synthetic.tissues import Tissue
 
 __all__ = ["Grid", "render_labels", "render_volume"]
@@ -192,7 +193,7 @@ def render_volume(
     hu = np.empty(grid.shape, dtype=np.int16)
     labels = np.empty(grid.shape, dtype=np.uint8)
     step = max(1, _SLAB_VOXELS // (ny * nx))
-    liver_box = _liver_box(anatomy)
+    liver_box = anatomy.box_of(Tissue.LIVER)
     for k0 in range(0, nz, step):
         zs = grid.z[k0 : k0 + step]
         lab = render_labels_slab(grid, zs, anatomy, zd)
@@ -217,23 +218,16 @@ def render_volume(
     return hu, labels
 
 
-def _liver_box(anatomy: Anatomy) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    boxes = [ly.shape.box() for ly in anatomy.layers if ly.tissue == Tissue.LIVER]
-    lo = tuple(min(b.lo[i] for b in boxes) for i in range(3))
-    hi = tuple(max(b.hi[i] for b in boxes) for i in range(3))
-    return lo, hi
-
-
 def _add_liver_texture(
     vol: F,
     lab: NDArray[np.uint8],
     grid: Grid,
     zs: F,
     anatomy: Anatomy,
-    box: tuple[tuple[float, ...], tuple[float, ...]],
+    box: Box,
 ) -> None:
     """Smooth parenchymal heterogeneity (a few HU) inside the liver only."""
-    (x0, y0, z0), (x1, y1, z1) = box
+    (x0, y0, z0), (x1, y1, z1) = box.lo, box.hi
     iz, iy, ix = (
         _index_range(zs, z0, z1),
         _index_range(grid.y, y0, y1),

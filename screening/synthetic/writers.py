@@ -23,7 +23,6 @@ from screening.synthetic.phantom import Phantom
 __all__ = [
     "TRANSFER_SYNTAXES",
     "DicomInfo",
-    "slice_orientation",
     "write_dicom_series",
     "write_nifti",
 ]
@@ -40,11 +39,6 @@ _ORIENTATION: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], bool, 
     "HFP": ((-1, 0, 0), (0, -1, 0), True, True),
     "FFP": ((1, 0, 0), (0, -1, 0), True, False),
 }
-
-
-def slice_orientation(position: str) -> tuple[tuple[int, ...], tuple[int, ...], bool, bool]:
-    """(row direction, column direction, flip rows, flip columns) for a PatientPosition."""
-    return _ORIENTATION[position]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,10 +147,11 @@ def write_dicom_series(
         ds.FrameOfReferenceUID = frame_uid
         ds.Modality = "CT"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName, ds.PatientID = info.patient_name, info.patient_id
-        ds.PatientBirthDate, ds.PatientSex = info.patient_birth_date, spec.patient_sex
+        # Fake identifiers, on purpose: inputs for the privacy tests; never in any output.
+        ds.PatientName, ds.PatientID = info.patient_name, info.patient_id  # fake, for tests
+        ds.PatientBirthDate, ds.PatientSex = info.patient_birth_date, spec.patient_sex  # fake
         ds.PatientAge = f"{info.patient_age_years:03d}Y"
-        ds.AccessionNumber, ds.InstitutionName = info.accession_number, info.institution
+        ds.AccessionNumber, ds.InstitutionName = info.accession_number, info.institution  # fake
         ds.ReferringPhysicianName = "REFERRER^SYNTHETIC"
         ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = info.study_date
         ds.StudyTime = ds.SeriesTime = "101500"
