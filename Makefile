@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 24 --seed 7 --size small
+	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 24 --seed 7 --size small --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
