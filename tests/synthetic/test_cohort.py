@@ -134,3 +134,26 @@ def test_grades():
     assert steatosis_grade(pdff_from_hu(30.0)).value == "moderate"
     assert steatosis_grade(pdff_from_hu(0.0)).value == "severe"
     assert pdff_from_hu(100.0) == 0.0 and pdff_from_hu(-200.0) == 100.0
+
+
+def test_fake_identifiers_stay_inside_the_dicom_files(cohort):
+    """The DICOM carries fake identifiers for privacy tests; no cohort output repeats them."""
+    out, _ = cohort
+    identifiers = set()
+    for folder in (p for p in (out / "images").iterdir() if p.is_dir()):
+        ds = pydicom.dcmread(next(folder.glob("*.dcm")))
+        identifiers |= {
+            str(ds.PatientName),
+            ds.PatientID,
+            ds.PatientBirthDate,
+            ds.AccessionNumber,
+            ds.InstitutionName,
+        }
+    assert identifiers
+    texts = [
+        (out / n).read_text() for n in ("manifest.csv", "truth.csv", "reads.csv", "cohort.json")
+    ]
+    names = [str(p.relative_to(out)) for p in out.rglob("*")]
+    for ident in identifiers:
+        assert all(ident not in t for t in texts), f"{ident!r} leaked into a cohort table"
+        assert all(ident not in n for n in names), f"{ident!r} leaked into a file name"
