@@ -23,6 +23,7 @@ class ReasonCode(StrEnum):
     UNREADABLE_FILE = "UNREADABLE_FILE"  # file could not be opened or parsed at all
     PIXELDATA_SHORT = "PIXELDATA_SHORT"  # pixel data shorter than Rows x Columns x bits
     CODEC_UNAVAILABLE = "CODEC_UNAVAILABLE"  # transfer syntax with no installed decoder
+    ARCHIVE_UNSAFE_MEMBER = "ARCHIVE_UNSAFE_MEMBER"  # '../', absolute or link member not extracted
     # series discovery
     MISSING_SERIES_UID = "MISSING_SERIES_UID"  # grouped by geometry instead (recorded)
     LOCALIZER = "LOCALIZER"  # scout / topogram

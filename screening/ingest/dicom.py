@@ -1,0 +1,451 @@
+"""DICOM: per-file headers for discovery, and reading one validated series into HU.
+
+Discovery reads headers only (``stop_before_pixels``) and keeps what grouping, filtering and
+validation need; identifiers (PatientID, names, dates, accession, institution) are never copied
+into :class:`DicomHeader`. The series reader then decodes pixels slice by slice straight into
+the canonical int16 volume, so peak memory stays near one volume.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from screening.errors import DicomReadError, InputError, ValidationError
+from screening.ingest.validate import SliceStack, ValidationConfig, validate_stack
+from screening.ingest.volume import ScanVolume, to_hu_int16
+from screening.reasons import ReasonCode, SourceFormat
+
+__all__ = [
+    "DicomHeader",
+    "FileProblem",
+    "classify",
+    "covariates",
+    "read_dicom_series",
+    "read_header",
+]
+
+log = logging.getLogger(__name__)
+
+# SOP classes that are images but not axial CT volumes we can measure.
+_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+_ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+_LOCALIZER_WORDS = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
+_DERIVED_WORDS = {"MPR", "MIP", "MINIP", "REFORMATTED", "PROJECTION IMAGE", "VOLUME RENDERING"}
+_NO_CONTRAST = {"", "NONE", "NO", "N", "N/A", "NA", "0", "NIL", "NONE GIVEN", "NO CONTRAST"}
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file that is not usable on its own (junk, unreadable). ``path`` is absolute."""
+
+    path: str
+    reason: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What discovery keeps from one DICOM file. No patient identifiers."""
+
+    path: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    sop_class_uid: str
+    image_type: tuple[str, ...]
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient (6)
+    position: tuple[float, ...] | None  # ImagePositionPatient (3)
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, ...] | None  # [row spacing (y), column spacing (x)] mm
+    n_frames: int
+    has_pixels: bool
+    transfer_syntax: str
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def read_header(path: str) -> DicomHeader | FileProblem:
+    """Read one file's header (no pixel data). Never raises for bad files: returns a problem."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with open(path, "rb") as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            # The reader stops at (7FE0,0010); a file that ends here has no pixel data.
+            has_pixels = f.tell() < os.fstat(f.fileno()).st_size
+    except InvalidDicomError:
+        return FileProblem(
+            path, ReasonCode.NO_DICM, "not a DICOM Part 10 file (no 'DICM' prefix at byte 128)"
+        )
+    except Exception as e:  # untrusted bytes: any parser failure is a property of the file
+        return FileProblem(
+            path, ReasonCode.UNREADABLE_FILE, f"DICOM header unreadable ({type(e).__name__})"
+        )
+    meta = getattr(ds, "file_meta", None)
+    try:
+        return DicomHeader(
+            path=path,
+            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+            frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+            modality=str(ds.get("Modality", "") or "").upper(),
+            sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
+            image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
+            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+            position=_floats(ds.get("ImagePositionPatient"), 3),
+            rows=int(ds.get("Rows", 0) or 0),
+            columns=int(ds.get("Columns", 0) or 0),
+            pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+            n_frames=int(ds.get("NumberOfFrames", 1) or 1),
+            has_pixels=has_pixels,
+            transfer_syntax=str(getattr(meta, "TransferSyntaxUID", "") or ""),
+        )
+    except (ValueError, TypeError) as e:
+        return FileProblem(
+            path, ReasonCode.UNREADABLE_FILE, f"DICOM header has invalid values ({e})"
+        )
+
+
+def classify(h: DicomHeader) -> tuple[ReasonCode, str] | None:
+    """Why this file is not part of an axial CT volume, or ``None`` when it may be."""
+    if not h.has_pixels:
+        return ReasonCode.NON_IMAGING, "no pixel data (dose report, structured report, or header)"
+    if h.sop_class_uid.startswith(_SECONDARY_CAPTURE_PREFIX):
+        return ReasonCode.NON_IMAGING, "secondary capture (screenshot), not a CT image"
+    if h.modality != "CT":
+        return ReasonCode.NOT_CT, f"modality {h.modality or 'missing'}, expected CT"
+    words = set(h.image_type)
+    if words & _LOCALIZER_WORDS:
+        return ReasonCode.LOCALIZER, "localizer / scout image"
+    if h.image_type[:1] == ("DERIVED",) or words & _DERIVED_WORDS:
+        return ReasonCode.DERIVED_IMAGE, f"derived image ({'/'.join(h.image_type)})"
+    if h.n_frames > 1 or h.sop_class_uid == _ENHANCED_CT_STORAGE:
+        return ReasonCode.NOT_A_VOLUME, "multi-frame (enhanced) CT is not supported yet"
+    if h.orientation is None or h.position is None or h.pixel_spacing is None:
+        return ReasonCode.NOT_A_VOLUME, "no image plane (orientation, position or pixel spacing)"
+    if h.rows <= 0 or h.columns <= 0:
+        return ReasonCode.NOT_A_VOLUME, "no Rows / Columns"
+    return None
+
+
+def _age_years(ds: Any) -> float | None:
+    """PatientAge (nnnY/M/W/D), else birth and study date. The dates themselves are not kept."""
+    text = str(ds.get("PatientAge", "") or "").strip().upper()
+    if len(text) == 4 and text[:3].isdigit() and text[3] in "YMWD":
+        per_year = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.2425}[text[3]]
+        return round(int(text[:3]) / per_year, 2)
+    birth = _date(ds.get("PatientBirthDate"))
+    study = _date(ds.get("StudyDate") or ds.get("SeriesDate") or ds.get("AcquisitionDate"))
+    if birth is None or study is None or study < birth:
+        return None
+    return round((study - birth).days / 365.2425, 2)
+
+
+def _date(value: Any) -> dt.date | None:
+    text = str(value or "").strip()
+    try:
+        return dt.datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def _float(ds: Any, keyword: str) -> float | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def contrast_in_header(ds: Any) -> bool:
+    """True when an intravenous contrast agent is recorded (oral-only contrast does not count)."""
+    agent = (_text(ds, "ContrastBolusAgent") or "").upper()
+    route = (_text(ds, "ContrastBolusRoute") or "").upper()
+    if agent in _NO_CONTRAST and not route:
+        return False
+    return "ORAL" not in route or "IV" in route or "INTRAVENOUS" in route
+
+
+def covariates(ds: Any) -> dict[str, Any]:
+    """The coarse covariates epidemiologists need; nothing that identifies a patient."""
+    sex = (_text(ds, "PatientSex") or "").upper()
+    study = _date(ds.get("StudyDate") or ds.get("SeriesDate") or ds.get("AcquisitionDate"))
+    return {
+        "manufacturer": _text(ds, "Manufacturer"),
+        "model": _text(ds, "ManufacturerModelName"),
+        "kvp": _float(ds, "KVP"),
+        "convolution_kernel": _text(ds, "ConvolutionKernel"),
+        "slice_thickness_mm": _float(ds, "SliceThickness"),
+        "patient_sex": sex if sex in {"F", "M", "O"} else None,
+        "patient_age_years": _age_years(ds),
+        "study_year": study.year if study else None,
+        "patient_position": _text(ds, "PatientPosition"),
+        "contrast_header": contrast_in_header(ds),
+    }
+
+
+def _rescale(ds: Any, name: str, path: str) -> tuple[float, float, bool]:
+    has_slope, has_intercept = "RescaleSlope" in ds, "RescaleIntercept" in ds
+    if has_slope != has_intercept:
+        present, missing = (
+            ("RescaleSlope", "RescaleIntercept")
+            if has_slope
+            else ("RescaleIntercept", "RescaleSlope")
+        )
+        raise DicomReadError(
+            f"{name} has {present} but no {missing}; HU cannot be computed. Expected both (or "
+            "neither, meaning stored values are already HU)",
+            reason=ReasonCode.RESCALE_INCOMPLETE,
+            path=path,
+        )
+    if not has_slope:
+        return 1.0, 0.0, True
+    try:
+        return float(ds.RescaleSlope), float(ds.RescaleIntercept), False
+    except (TypeError, ValueError) as e:
+        raise DicomReadError(
+            f"{name} has a non-numeric RescaleSlope/RescaleIntercept",
+            reason=ReasonCode.RESCALE_INCOMPLETE,
+            path=path,
+        ) from e
+
+
+def _padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:
+    """Pixels equal to PixelPaddingValue (or within the padding range), as stored values."""
+    if "PixelPaddingValue" not in ds:
+        return None
+    low = int(ds.PixelPaddingValue)
+    high = int(ds.PixelPaddingRangeLimit) if "PixelPaddingRangeLimit" in ds else low
+    low, high = min(low, high), max(low, high)
+    mask = (stored >= low) & (stored <= high) if high > low else stored == low
+    return mask if mask.any() else None
+
+
+def _decode(ds: Any, name: str, path: str) -> np.ndarray:
+    try:
+        return np.asarray(ds.pixel_array)
+    except AttributeError as e:
+        raise DicomReadError(
+            f"{name} has no pixel data", reason=ReasonCode.NON_IMAGING, path=path
+        ) from e
+    except ValueError as e:
+        if "less than expected" in str(e) or "length" in str(e):
+            raise DicomReadError(
+                f"{name}: pixel data is shorter than Rows x Columns x BitsAllocated (truncated "
+                "file?)",
+                reason=ReasonCode.PIXELDATA_SHORT,
+                path=path,
+            ) from e
+        raise DicomReadError(
+            f"{name}: pixel data cannot be decoded ({e})",
+            reason=ReasonCode.UNREADABLE_FILE,
+            path=path,
+        ) from e
+    except (RuntimeError, NotImplementedError) as e:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
+        name_ts = getattr(ts, "name", str(ts))
+        raise DicomReadError(
+            f"{name}: no installed decoder for transfer syntax {name_ts} ({ts}); install the "
+            "pylibjpeg plugins (pylibjpeg-libjpeg, -openjpeg, -rle) or GDCM",
+            reason=ReasonCode.CODEC_UNAVAILABLE,
+            path=path,
+        ) from e
+
+
+def read_dicom_series(
+    headers: Sequence[DicomHeader],
+    names: Sequence[str],
+    cfg: ValidationConfig,
+    folder: str | None = None,
+) -> tuple[ScanVolume, Any]:
+    """Validate, decode and canonicalise one series.
+
+    Parameters
+    ----------
+    headers
+        The series' files (from :func:`read_header`), any order. Exact copies (same
+        SOPInstanceUID) must already be removed.
+    names
+        Display names of the files for messages (relative paths), parallel to ``headers``.
+    cfg
+        Validation tolerances and the size limit.
+    folder
+        The series folder, named by errors.
+
+    Returns
+    -------
+    volume, first_dataset
+        The canonical volume and the header dataset of its first slice (for covariates and
+        the patient pseudonym; the caller must not store its identifiers).
+
+    Raises
+    ------
+    ValidationError, DicomReadError
+        With the reason code and the file(s) concerned.
+    """
+    import pydicom
+
+    first = headers[0]
+    mismatched = [
+        i
+        for i, h in enumerate(headers)
+        if (h.rows, h.columns, h.pixel_spacing) != (first.rows, first.columns, first.pixel_spacing)
+    ]
+    if mismatched:
+        i = mismatched[0]
+        raise ValidationError(
+            f"slices differ in matrix or pixel spacing: {names[0]} is {first.rows}x"
+            f"{first.columns} at {first.pixel_spacing} mm, {names[i]} is {headers[i].rows}x"
+            f"{headers[i].columns} at {headers[i].pixel_spacing} mm; expected one grid per series",
+            reason=ReasonCode.NOT_A_VOLUME,
+            path=folder,
+        )
+    n_voxels = len(headers) * first.rows * first.columns
+    if n_voxels > cfg.max_voxels:
+        raise ValidationError(
+            f"{len(headers)} x {first.rows} x {first.columns} = {n_voxels:,} voxels exceeds the "
+            f"limit of {cfg.max_voxels:,} (ValidationConfig.max_voxels)",
+            reason=ReasonCode.SIZE_LIMIT,
+            path=folder,
+        )
+    stack = validate_stack(
+        [h.orientation or () for h in headers],
+        [h.position or () for h in headers],
+        names,
+        cfg,
+        path=folder,
+    )
+    return _decode_stack(headers, names, stack, folder, pydicom)
+
+
+def _decode_stack(
+    headers: Sequence[DicomHeader],
+    names: Sequence[str],
+    stack: SliceStack,
+    folder: str | None,
+    pydicom: Any,
+) -> tuple[ScanVolume, Any]:
+    first = headers[0]
+    perm, flip = stack.axes.perm, stack.axes.flip
+    # Source axes are (column, row, slice); in-plane, canonical y/x come from row/column.
+    transpose = perm[1] == 0  # canonical y runs along the source column axis: swap in-plane
+    ny, nx = (first.columns, first.rows) if transpose else (first.rows, first.columns)
+    n = len(headers)
+    ct = np.empty((n, ny, nx), dtype=np.int16)
+    slice_order = stack.order[::-1] if flip[0] else stack.order
+    padded = 0
+    rescale_assumed = False
+    slopes: set[float] = set()
+    intercepts: set[float] = set()
+    first_ds = None
+    for k, idx in enumerate(slice_order):
+        h, name = headers[idx], names[idx]
+        try:
+            ds = pydicom.dcmread(h.path)
+        except (OSError, ValueError, EOFError) as e:
+            raise DicomReadError(
+                f"{name} could not be read ({type(e).__name__})",
+                reason=ReasonCode.UNREADABLE_FILE,
+                path=h.path,
+            ) from e
+        if first_ds is None:
+            first_ds = ds
+        slope, intercept, assumed = _rescale(ds, name, h.path)
+        rescale_assumed |= assumed
+        slopes.add(slope)
+        intercepts.add(intercept)
+        stored = _decode(ds, name, h.path)
+        if stored.shape != (h.rows, h.columns):
+            raise DicomReadError(
+                f"{name}: decoded pixel array has shape {stored.shape}, expected "
+                f"({h.rows}, {h.columns}) from its header",
+                reason=ReasonCode.NOT_A_VOLUME,
+                path=h.path,
+            )
+        padding = _padding_mask(ds, stored)
+        if padding is not None:
+            padded += int(padding.sum())
+        plane = stored.T if transpose else stored
+        if flip[1]:
+            plane = plane[::-1]
+        if flip[2]:
+            plane = plane[:, ::-1]
+        pad_plane = None
+        if padding is not None:
+            pad_plane = padding.T if transpose else padding
+            if flip[1]:
+                pad_plane = pad_plane[::-1]
+            if flip[2]:
+                pad_plane = pad_plane[:, ::-1]
+        to_hu_int16(plane, slope, intercept, pad_plane, out=ct[k])
+
+    if first_ds is None:  # pragma: no cover - validate_stack guarantees slices
+        raise InputError("empty series", reason=ReasonCode.TOO_FEW_SLICES, path=folder)
+    # Canonical spacing: in-plane from PixelSpacing [row spacing (y), column spacing (x)].
+    dy_src, dx_src = first.pixel_spacing or (1.0, 1.0)
+    spacing_y, spacing_x = (dx_src, dy_src) if transpose else (dy_src, dx_src)
+    spacing = (float(stack.step_mm), float(spacing_y), float(spacing_x))
+    origin = _origin(headers, stack, transpose)
+    direction = (
+        tuple(float(v) for v in stack.row_cosine),
+        tuple(float(v) for v in stack.col_cosine),
+        tuple(float(v) for v in stack.normal),
+    )
+    source = {
+        "format": SourceFormat.DICOM.value,
+        "transfer_syntax": first.transfer_syntax,
+        "rescale_slope": sorted(slopes),
+        "rescale_intercept": sorted(intercepts),
+        "rescale_assumed": rescale_assumed,
+        "padding_voxels": padded,
+        "obliquity_deg": round(stack.axes.obliquity_deg, 3),
+    }
+    return ScanVolume(ct, spacing, origin, direction, source), first_ds
+
+
+def _origin(
+    headers: Sequence[DicomHeader], stack: SliceStack, transpose: bool
+) -> tuple[float, float, float]:
+    """LPS position of canonical voxel (0, 0, 0)."""
+    flip = stack.axes.flip
+    first = headers[0]
+    z_idx = stack.order[-1] if flip[0] else stack.order[0]
+    p = np.asarray(headers[z_idx].position, dtype=np.float64)
+    dy_src, dx_src = first.pixel_spacing or (1.0, 1.0)
+    # Canonical y/x index 0 sits at the source's last row/column when that axis is flipped.
+    row_axis_flipped = flip[2] if transpose else flip[1]
+    col_axis_flipped = flip[1] if transpose else flip[2]
+    if row_axis_flipped:
+        p = p + (first.rows - 1) * dy_src * stack.col_cosine
+    if col_axis_flipped:
+        p = p + (first.columns - 1) * dx_src * stack.row_cosine
+    return (float(p[0]), float(p[1]), float(p[2]))

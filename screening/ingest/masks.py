@@ -1,0 +1,108 @@
+"""Reference masks (from the ingest manifest) brought onto the CT grid as ``seg_reference``.
+
+Both grids are canonical and axis-aligned, so voxel centres map axis by axis through physical
+(LPS mm) coordinates. When the grids are the same (shape, spacing, origin within tolerance) the
+mask is used as is; otherwise it is resampled by nearest neighbour (never interpolated) and the
+store records that it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from screening.errors import ValidationError
+from screening.reasons import ReasonCode
+
+__all__ = ["LABEL_LIVER", "LABEL_SPLEEN", "MaskOnGrid", "combine_labels", "mask_to_grid"]
+
+LABEL_LIVER = 1
+LABEL_SPLEEN = 2
+_ORIGIN_TOL_FRACTION = 0.05  # of the smallest voxel side
+_SPACING_TOL_REL = 1e-3
+
+
+@dataclass(frozen=True)
+class MaskOnGrid:
+    mask: NDArray[np.bool_]
+    resampled: bool
+
+
+def _same_grid(
+    shape_a: Sequence[int],
+    spacing_a: Sequence[float],
+    origin_a: Sequence[float],
+    shape_b: Sequence[int],
+    spacing_b: Sequence[float],
+    origin_b: Sequence[float],
+) -> bool:
+    if tuple(shape_a) != tuple(shape_b):
+        return False
+    sa, sb = np.asarray(spacing_a, float), np.asarray(spacing_b, float)
+    if np.any(np.abs(sa - sb) > _SPACING_TOL_REL * sa):
+        return False
+    tol = _ORIGIN_TOL_FRACTION * float(sa.min())
+    return bool(np.all(np.abs(np.asarray(origin_a, float) - np.asarray(origin_b, float)) <= tol))
+
+
+def mask_to_grid(
+    mask: NDArray[np.bool_],
+    mask_spacing_mm: Sequence[float],
+    mask_origin_mm: Sequence[float],
+    ct_shape: Sequence[int],
+    ct_spacing_mm: Sequence[float],
+    ct_origin_mm: Sequence[float],
+    path: str | None = None,
+) -> MaskOnGrid:
+    """Put a canonical mask on the CT grid (nearest neighbour when the grids differ).
+
+    Spacings are ``[z, y, x]``; origins are LPS ``[x, y, z]`` of voxel (0, 0, 0), as stored.
+
+    Raises
+    ------
+    ValidationError
+        MASK_GRID_MISMATCH when the mask has voxels but none of them falls inside the CT.
+    """
+    if _same_grid(
+        mask.shape, mask_spacing_mm, mask_origin_mm, ct_shape, ct_spacing_mm, ct_origin_mm
+    ):
+        return MaskOnGrid(mask, resampled=False)
+    index = []
+    valid = []
+    for axis in range(3):
+        lps = 2 - axis  # canonical z, y, x <-> origin components 2, 1, 0
+        centres_mm = np.arange(ct_shape[axis]) * ct_spacing_mm[axis] + ct_origin_mm[lps]
+        idx = np.rint((centres_mm - mask_origin_mm[lps]) / mask_spacing_mm[axis]).astype(np.int64)
+        ok = (idx >= 0) & (idx < mask.shape[axis])
+        index.append(np.clip(idx, 0, mask.shape[axis] - 1))
+        valid.append(ok)
+    out = mask[np.ix_(index[0], index[1], index[2])]
+    out &= valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+    if mask.any() and not out.any():
+        raise ValidationError(
+            f"the mask (shape {mask.shape}, origin {np.round(mask_origin_mm, 1).tolist()} mm) does "
+            f"not overlap the CT (shape {tuple(ct_shape)}, origin "
+            f"{np.round(ct_origin_mm, 1).tolist()} mm); expected a mask of this scan",
+            reason=ReasonCode.MASK_GRID_MISMATCH,
+            path=path,
+        )
+    return MaskOnGrid(np.ascontiguousarray(out), resampled=True)
+
+
+def combine_labels(
+    liver: NDArray[np.bool_] | None, spleen: NDArray[np.bool_] | None, shape: Sequence[int]
+) -> tuple[NDArray[np.uint8], int]:
+    """uint8 labels (1 liver, 2 spleen). Returns the labels and the count of voxels claimed by
+    both masks (they stay liver: the liver is what is measured)."""
+    labels = np.zeros(tuple(shape), dtype=np.uint8)
+    if spleen is not None:
+        labels[spleen] = LABEL_SPLEEN
+    overlap = 0
+    if liver is not None:
+        if spleen is not None:
+            overlap = int(np.count_nonzero(liver & spleen))
+        labels[liver] = LABEL_LIVER
+    return labels, overlap

@@ -1,0 +1,243 @@
+"""The scan store: one zarr v3 group per scan (DESIGN §4, ``schemas/scan_store.yaml``).
+
+A store is written under a temporary name beside its final one, renamed into place, and only
+then given its completion marker, so a crash at any point never leaves a store that looks
+complete. Readers refuse a store without the marker. The group carries OME-NGFF 0.5
+``multiscales`` metadata (axes z, y, x in millimetres) so standard viewers open ``ct``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from screening.config import FrozenConfig, require
+from screening.errors import StoreError
+from screening.ingest.volume import ScanVolume
+from screening.schemas import load_store_layout
+
+__all__ = [
+    "ScanStore",
+    "StoreConfig",
+    "ct_sha256",
+    "is_complete",
+    "ngff_multiscales",
+    "open_scan_store",
+    "scan_store_path",
+    "write_scan_store",
+]
+
+_LAYOUT = load_store_layout()
+COMPLETION_MARKER: str = _LAYOUT["completion_marker"]
+_DIMS = ("z", "y", "x")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig(FrozenConfig):
+    """Chunking and compression of the stored arrays.
+
+    The defaults were chosen by measurement (``bench/bench_store_codecs.py``, figures in
+    BENCHMARKS.md): see there for write and read speed and compression ratio per option.
+    """
+
+    chunks_zyx: tuple[int, int, int] = (16, 256, 256)
+    codec: Literal["blosc-zstd", "blosc-lz4", "zstd", "none"] = "blosc-zstd"
+    level: int = 1
+    shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.chunks_zyx) == 3 and all(c > 0 for c in self.chunks_zyx),
+            f"chunks_zyx must be three positive ints, got {self.chunks_zyx}",
+        )
+        require(0 <= self.level <= 22, f"level must be in 0..22, got {self.level}")
+
+    def compressors(self) -> Any:
+        from zarr.codecs import BloscCodec, ZstdCodec
+
+        if self.codec == "none":
+            return None
+        if self.codec == "zstd":
+            return ZstdCodec(level=self.level)
+        cname: Literal["zstd", "lz4"] = "zstd" if self.codec == "blosc-zstd" else "lz4"
+        return BloscCodec(cname=cname, clevel=min(self.level, 9), shuffle=self.shuffle)
+
+
+def scan_store_path(store_root: str | os.PathLike[str], scan_id: str) -> Path:
+    """``STORE/scans/<scan_id>.zarr``."""
+    return Path(store_root) / _LAYOUT["path"].format(scan_id=scan_id)
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / COMPLETION_MARKER).is_file()
+
+
+def ct_sha256(ct: NDArray[np.int16]) -> str:
+    """sha256 of the array bytes in C order, int16 little endian (as the schema states)."""
+    data = np.ascontiguousarray(ct, dtype="<i2")
+    return hashlib.sha256(data.data.cast("B")).hexdigest()
+
+
+def ngff_multiscales(
+    spacing_mm: tuple[float, ...], origin_mm: tuple[float, ...], name: str = "ct"
+) -> dict[str, Any]:
+    """OME-NGFF 0.5 ``ome`` attribute for a single-resolution image at ``name``.
+
+    The translation is the origin in (z, y, x) order, so physical coordinates are LPS mm.
+    """
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": name,
+                "axes": [{"name": d, "type": "space", "unit": "millimeter"} for d in _DIMS],
+                "datasets": [
+                    {
+                        "path": name,
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [float(s) for s in spacing_mm]},
+                            {
+                                "type": "translation",
+                                "translation": [float(o) for o in reversed(origin_mm)],
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _write_array(group: Any, name: str, data: NDArray[Any], cfg: StoreConfig) -> None:
+    chunks = tuple(min(c, s) for c, s in zip(cfg.chunks_zyx, data.shape, strict=True))
+    arr = group.create_array(
+        name=name,
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=chunks,
+        compressors=cfg.compressors(),
+        fill_value=0,
+        dimension_names=_DIMS,
+    )
+    arr[...] = data
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_scan_store(
+    store_root: str | os.PathLike[str],
+    scan_id: str,
+    volume: ScanVolume,
+    attrs: dict[str, Any],
+    cfg: StoreConfig,
+    seg_reference: NDArray[np.uint8] | None = None,
+    sha256: str | None = None,
+) -> Path:
+    """Write one scan store atomically; return its path.
+
+    ``attrs`` (JSON-serialisable, no identifiers) is stored as the group's ``scan`` attribute
+    next to the geometry. ``sha256`` is :func:`ct_sha256` of the volume when the caller has it
+    already (it is computed otherwise). When a complete store with this id already exists (a
+    task that ran twice), the new copy is discarded and the existing one kept.
+    """
+    import zarr
+
+    final = scan_store_path(store_root, scan_id)
+    if is_complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{scan_id}-{uuid.uuid4().hex}.zarr")
+    try:
+        group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        _write_array(group, "ct", volume.ct_hu, cfg)
+        if seg_reference is not None:
+            _write_array(group, "seg_reference", seg_reference, cfg)
+        group.attrs.update(
+            {
+                "spacing_mm": [float(s) for s in volume.spacing_mm],
+                "origin_mm": [float(o) for o in volume.origin_mm],
+                "direction": [float(v) for row in volume.direction for v in row],
+                "ct_sha256": sha256 or ct_sha256(volume.ct_hu),
+                "source": volume.source,
+                "scan": attrs,
+                "ome": ngff_multiscales(volume.spacing_mm, volume.origin_mm),
+            }
+        )
+        if is_complete(final):  # another attempt finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return final
+        if final.exists():  # an incomplete leftover of a crashed attempt
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_write(final / COMPLETION_MARKER, json.dumps({"scan_id": scan_id}) + "\n")
+    return final
+
+
+@dataclass(frozen=True)
+class ScanStore:
+    """A complete scan store opened for reading."""
+
+    path: Path
+    group: Any
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        z, y, x = self.group.attrs["spacing_mm"]
+        return (float(z), float(y), float(x))
+
+    @property
+    def origin_mm(self) -> tuple[float, float, float]:
+        x, y, z = self.group.attrs["origin_mm"]
+        return (float(x), float(y), float(z))
+
+    def array(self, name: str) -> Any:
+        """The zarr array ``name`` (``ct``, ``seg_reference``, ...); StoreError when absent."""
+        try:
+            return self.group[name]
+        except KeyError as e:
+            raise StoreError(
+                f"scan store has no array {name!r}; it has {sorted(self.group.array_keys())}",
+                path=self.path,
+            ) from e
+
+    def read(self, name: str = "ct") -> NDArray[Any]:
+        return np.asarray(self.array(name)[...])
+
+
+def open_scan_store(path: str | os.PathLike[str]) -> ScanStore:
+    """Open a complete store for reading; StoreError when it is missing or incomplete."""
+    import zarr
+
+    p = Path(path)
+    if not p.exists():
+        raise StoreError(f"no scan store at {p}", path=p)
+    if not is_complete(p):
+        raise StoreError(
+            f"scan store {p} has no completion marker ({COMPLETION_MARKER}): it was not fully "
+            "written; re-run ingest to rebuild it",
+            path=p,
+        )
+    return ScanStore(p, zarr.open_group(store=str(p), mode="r", zarr_format=3))

@@ -1,0 +1,134 @@
+"""A CT volume in canonical orientation, and the pure functions that put it there.
+
+Readers (DICOM, NIfTI) return a :class:`ScanVolume`: int16 HU indexed ``(z, y, x)`` toward
+(Superior, Posterior, Left) per DESIGN §4, with spacing and origin, plus the source's original
+direction cosines so nothing about the input is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "HU_MAX",
+    "HU_MIN",
+    "CanonicalAxes",
+    "ScanVolume",
+    "canonical_axes",
+    "to_hu_int16",
+]
+
+#: Air. Stored values that rescale below this (padding -2000/-3024, out-of-field) are set to it.
+HU_MIN = -1024
+#: int16 ceiling: dense metal above it is clipped, never wrapped around.
+HU_MAX = 32767
+
+
+@dataclass(frozen=True)
+class ScanVolume:
+    """One scan on its native grid, canonical orientation.
+
+    Attributes
+    ----------
+    ct_hu : (z, y, x) int16
+        Hounsfield units; z toward Superior, y toward Posterior, x toward the patient's Left.
+    spacing_mm : (3,) float
+        ``[z, y, x]`` voxel spacing in mm.
+    origin_mm : (3,) float
+        LPS position ``[x, y, z]`` in mm of voxel ``(0, 0, 0)`` (as in :mod:`screening.geometry`).
+    direction : (3, 3) float
+        The source's direction cosines before canonicalisation: row ``a`` is the LPS unit vector
+        of source array axis ``a`` (DICOM: column, row, slice; NIfTI: i, j, k).
+    source : dict
+        Source metadata (format, scanner, covariates, how HU were derived). No identifiers.
+    """
+
+    ct_hu: NDArray[np.int16]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: tuple[tuple[float, ...], ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        z, y, x = self.ct_hu.shape
+        return (z, y, x)
+
+
+@dataclass(frozen=True)
+class CanonicalAxes:
+    """How to bring a source array to canonical ``(z, y, x)``.
+
+    ``perm[c]`` is the source axis that becomes canonical axis ``c`` (0 z, 1 y, 2 x) and
+    ``flip[c]`` says whether it must be reversed so the index increases toward S, P, L.
+    ``obliquity_deg`` is the largest angle between a source axis and its canonical axis (the
+    small rotation that canonicalisation drops).
+    """
+
+    perm: tuple[int, int, int]
+    flip: tuple[bool, bool, bool]
+    obliquity_deg: float
+
+
+def canonical_axes(axis_dirs_lps: NDArray[np.float64]) -> CanonicalAxes:
+    """Match source axes to canonical ones by their dominant LPS component.
+
+    Parameters
+    ----------
+    axis_dirs_lps : (3, 3) float
+        Row ``a`` is the direction (any length) in which source axis ``a`` increases, in LPS.
+
+    >>> ax = canonical_axes(np.array([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]]))  # RAS i, j, k
+    >>> ax.perm, ax.flip
+    ((2, 1, 0), (False, True, True))
+    """
+    dirs = np.asarray(axis_dirs_lps, dtype=np.float64)
+    unit = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    world = np.argmax(np.abs(unit), axis=1)  # LPS component each source axis runs along
+    if sorted(world.tolist()) != [0, 1, 2]:
+        raise ValueError(f"source axes do not span three distinct directions: {unit.tolist()}")
+    perm: list[int] = [0, 0, 0]
+    flip: list[bool] = [False, False, False]
+    angles = []
+    for src_axis, lps_axis in enumerate(world.tolist()):
+        canonical = 2 - lps_axis  # LPS x, y, z -> canonical index 2, 1, 0
+        perm[canonical] = src_axis
+        component = unit[src_axis, lps_axis]
+        flip[canonical] = bool(component < 0)
+        angles.append(float(np.degrees(np.arccos(min(1.0, abs(component))))))
+    return CanonicalAxes((perm[0], perm[1], perm[2]), (flip[0], flip[1], flip[2]), max(angles))
+
+
+def to_hu_int16(
+    stored: NDArray[Any],
+    slope: float,
+    intercept: float,
+    padding: NDArray[np.bool_] | None = None,
+    out: NDArray[np.int16] | None = None,
+) -> NDArray[np.int16]:
+    """Rescale stored values to HU in float, clip to ``[HU_MIN, HU_MAX]``, round to int16.
+
+    Padding voxels (``padding`` true) become air (``HU_MIN``) so they never count as tissue;
+    values below -1024 HU (padding written as -2000 or -3024) are clipped the same way. Float
+    arithmetic first means no int16 wraparound for any slope, intercept or stored dtype.
+
+    >>> to_hu_int16(np.array([0, 1024, 2000, 65535], np.uint16), 1.0, -1024.0)
+    array([ -1024,      0,    976, 32767], dtype=int16)
+    """
+    hu = stored.astype(np.float32)
+    if slope != 1.0:
+        hu *= np.float32(slope)
+    if intercept != 0.0:
+        hu += np.float32(intercept)
+    if padding is not None:
+        hu[padding] = HU_MIN
+    np.clip(hu, HU_MIN, HU_MAX, out=hu)
+    np.rint(hu, out=hu)
+    if out is None:
+        return hu.astype(np.int16)
+    out[...] = hu
+    return out

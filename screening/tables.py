@@ -1,0 +1,136 @@
+"""Hive-partitioned Parquet datasets written atomically (the scans catalog, results tables).
+
+Layout: ``ROOT/<partition>=<value>/part-<token>.parquet``. Every part file is written under a
+hidden temporary name and renamed into place, so readers (DuckDB, pyarrow, pandas) never see a
+half-written file. Readers ignore hidden files. The partition column is not stored inside the
+files (hive convention); :func:`read_dataset` restores it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from screening.config import require
+from screening.schemas import TableSchema
+
+__all__ = [
+    "PARTITION_VALUE_PATTERN",
+    "compact_dataset",
+    "read_dataset",
+    "write_part",
+]
+
+#: Partition values become folder names: keep them portable and unambiguous.
+PARTITION_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_partition_value(value: str, column: str) -> str:
+    require(
+        bool(PARTITION_VALUE_PATTERN.match(value)),
+        f"{column} {value!r} cannot be a folder name; use letters, digits, '.', '_' or '-' "
+        "(up to 128, starting with a letter or digit)",
+    )
+    return value
+
+
+def _part_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*=*/*.parquet") if not p.name.startswith("."))
+
+
+def write_part(
+    root: str | os.PathLike[str],
+    schema: TableSchema,
+    rows: Iterable[Mapping[str, Any]],
+    partition: str = "cohort",
+    prefix: str = "part",
+) -> list[Path]:
+    """Conform ``rows`` to ``schema`` and write one part file per partition value, atomically."""
+    table = schema.conform(rows)
+    if table.num_rows == 0:
+        return []
+    written = []
+    for value in pc.unique(table[partition]).to_pylist():
+        check_partition_value(str(value), partition)
+        part = table.filter(pc.equal(table[partition], value)).drop_columns([partition])
+        folder = Path(root) / f"{partition}={value}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{prefix}-{uuid.uuid4().hex}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(part, tmp, compression="zstd")
+        os.replace(tmp, folder / name)
+        written.append(folder / name)
+    return written
+
+
+def _read_files(files: list[Path], schema: TableSchema, partition: str) -> pa.Table:
+    arrow = schema.to_arrow()
+    tables = []
+    for f in files:
+        t = pq.read_table(f)
+        value = f.parent.name.split("=", 1)[1]
+        t = t.append_column(partition, pa.array([value] * t.num_rows, pa.string()))
+        # Extra (pass-through) columns are kept; known columns get their contract types.
+        cols = {name: t[name] for name in t.column_names}
+        for field in arrow:
+            cols[field.name] = (
+                cols[field.name].cast(field.type)
+                if field.name in cols
+                else pa.nulls(t.num_rows, field.type)
+            )
+        tables.append(pa.table(cols))
+    if not tables:
+        return arrow.empty_table()
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_dataset(
+    root: str | os.PathLike[str], schema: TableSchema, partition: str = "cohort"
+) -> pa.Table:
+    """All rows of a dataset (empty table with the contract's schema when there is none)."""
+    return _read_files(_part_files(Path(root)), schema, partition)
+
+
+def compact_dataset(
+    root: str | os.PathLike[str],
+    schema: TableSchema,
+    key: str,
+    order_by: str,
+    partition: str = "cohort",
+) -> int:
+    """Keep only the latest row (largest ``order_by``) per ``key`` across the whole dataset and
+    rewrite each partition as one file. Returns the number of rows dropped.
+
+    Each new file is complete before any old one is removed; a crash in between leaves
+    duplicates that the next compaction removes, never a lost row.
+    """
+    files = _part_files(Path(root))
+    if not files:
+        return 0
+    table = _read_files(files, schema, partition)
+    n_before = table.num_rows
+    indices = pa.array(range(n_before), pa.int64())
+    table = table.append_column("__row", indices)
+    latest = table.group_by(key).aggregate([(order_by, "max")])
+    table = table.join(latest, keys=[key], join_type="inner")
+    table = table.filter(pc.equal(table[order_by], table[f"{order_by}_max"]))
+    # Ties on order_by: keep the last row written.
+    last = table.group_by(key).aggregate([("__row", "max")])
+    keep = pc.is_in(table["__row"], value_set=last["__row_max"])
+    table = table.filter(keep).sort_by("__row").drop_columns(["__row", f"{order_by}_max"])
+    dropped = n_before - table.num_rows
+    if dropped == 0 and len({f.parent for f in files}) == len(files):
+        return 0
+    rows = table.to_pylist()
+    write_part(root, schema, rows, partition=partition, prefix="compact")
+    for f in files:
+        f.unlink(missing_ok=True)
+    return dropped
