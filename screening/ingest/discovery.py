@@ -103,7 +103,7 @@ def _listing(names: Sequence[str], limit: int = 5) -> str:
 
 def _common(names: Sequence[str]) -> str:
     if len(names) == 1:
-        return os.path.dirname(names[0]) or names[0]
+        return names[0]
     try:
         return os.path.commonpath(list(names))
     except ValueError:

@@ -1,0 +1,191 @@
+"""DICOM and NIfTI readers on synthetic phantoms with known truth: HU, geometry, orientation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from screening.errors import DicomReadError, InputError, ValidationError
+from screening.ingest.dicom import (
+    DicomHeader,
+    FileProblem,
+    classify,
+    read_dicom_series,
+    read_header,
+)
+from screening.ingest.masks import mask_to_grid
+from screening.ingest.nifti import read_nifti_ct, read_nifti_labels
+from screening.ingest.validate import ValidationConfig
+from screening.reasons import ReasonCode
+from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
+from screening.synthetic.phantom import Phantom
+from screening.synthetic.writers import DicomInfo, write_dicom_series, write_nifti
+
+CFG = ValidationConfig(min_slices=8)
+
+
+def _phantom(position: str = "HFS", padding: float | None = -2000.0) -> Phantom:
+    geom = ScanGeometry.preset("small", patient_position=position)
+    return make_phantom(PhantomSpec(padding_hu=padding), geom, seed=5)
+
+
+def _expected(ph: Phantom) -> np.ndarray:
+    return np.maximum(ph.hu, -1024).astype(np.int16)
+
+
+def _headers(folder: Path) -> tuple[list[DicomHeader], list[str]]:
+    headers = []
+    for p in sorted(folder.iterdir()):
+        h = read_header(str(p))
+        assert isinstance(h, DicomHeader)
+        headers.append(h)
+    return headers, [Path(h.path).name for h in headers]
+
+
+@pytest.mark.parametrize("position", ["HFS", "FFS", "HFP", "FFP"])
+@pytest.mark.parametrize("syntax", ["explicit", "rle"])
+def test_dicom_series_is_canonical_and_exact(tmp_path: Path, position: str, syntax: str) -> None:
+    ph = _phantom(position)
+    write_dicom_series(ph, tmp_path, DicomInfo(transfer_syntax=syntax, uid_seed=position))
+    headers, _ = _headers(tmp_path)
+    random.Random(1).shuffle(headers)  # file order must not matter
+    volume, first = read_dicom_series(headers, [Path(h.path).name for h in headers], CFG)
+    np.testing.assert_array_equal(volume.ct_hu, _expected(ph))
+    assert volume.spacing_mm == pytest.approx(ph.spacing_mm)
+    assert volume.origin_mm == pytest.approx(ph.origin_mm, abs=1e-3)
+    assert volume.source["padding_voxels"] > 0  # the scan circle padding was recognised
+    assert volume.ct_hu.min() >= -1024
+    assert first.PatientPosition == position
+
+
+def test_missing_intercept_is_a_clear_error(tmp_path: Path) -> None:
+    ph = _phantom()
+    paths = write_dicom_series(ph, tmp_path, DicomInfo())
+    ds = pydicom.dcmread(paths[3])
+    del ds.RescaleIntercept
+    ds.save_as(paths[3])
+    headers, names = _headers(tmp_path)
+    with pytest.raises(DicomReadError) as err:
+        read_dicom_series(headers, names, CFG)
+    assert err.value.reason is ReasonCode.RESCALE_INCOMPLETE
+    assert paths[3].name in err.value.message and "RescaleSlope" in err.value.message
+
+
+def test_truncated_slice_is_pixeldata_short(tmp_path: Path) -> None:
+    paths = write_dicom_series(_phantom(), tmp_path, DicomInfo())
+    data = paths[5].read_bytes()
+    paths[5].write_bytes(data[: len(data) - 5000])
+    headers, names = _headers(tmp_path)
+    with pytest.raises(DicomReadError) as err:
+        read_dicom_series(headers, names, CFG)
+    assert err.value.reason is ReasonCode.PIXELDATA_SHORT
+    assert err.value.path == str(paths[5])
+
+
+def test_headers_classify_junk_no_pixels_and_localizers(tmp_path: Path) -> None:
+    paths = write_dicom_series(_phantom(), tmp_path / "s", DicomInfo())
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not dicom")
+    problem = read_header(str(junk))
+    assert isinstance(problem, FileProblem) and problem.reason is ReasonCode.NO_DICM
+    ds = pydicom.dcmread(paths[0])
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopix.dcm")
+    h = read_header(str(tmp_path / "nopix.dcm"))
+    assert isinstance(h, DicomHeader) and not h.has_pixels
+    assert classify(h) is not None and classify(h)[0] is ReasonCode.NON_IMAGING  # type: ignore[index]
+    ds = pydicom.dcmread(paths[1])
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.save_as(tmp_path / "scout.dcm")
+    h = read_header(str(tmp_path / "scout.dcm"))
+    assert isinstance(h, DicomHeader) and classify(h)[0] is ReasonCode.LOCALIZER  # type: ignore[index]
+    ds.ImageType = ["ORIGINAL", "SECONDARY", "AXIAL"]  # retrospective recon: kept
+    ds.save_as(tmp_path / "retro.dcm")
+    h = read_header(str(tmp_path / "retro.dcm"))
+    assert isinstance(h, DicomHeader) and classify(h) is None
+    ds.Modality = "MR"
+    ds.save_as(tmp_path / "mr.dcm")
+    h = read_header(str(tmp_path / "mr.dcm"))
+    assert isinstance(h, DicomHeader) and classify(h)[0] is ReasonCode.NOT_CT  # type: ignore[index]
+
+
+def test_size_limit_before_reading_pixels(tmp_path: Path) -> None:
+    write_dicom_series(_phantom(), tmp_path, DicomInfo())
+    headers, names = _headers(tmp_path)
+    with pytest.raises(ValidationError) as err:
+        read_dicom_series(headers, names, ValidationConfig(min_slices=8, max_voxels=1000))
+    assert err.value.reason is ReasonCode.SIZE_LIMIT
+
+
+@pytest.mark.parametrize(
+    "axcodes", [("R", "A", "S"), ("L", "P", "S"), ("L", "A", "I"), ("S", "R", "P")]
+)
+def test_nifti_any_orientation_lands_canonical(tmp_path: Path, axcodes: tuple[str, ...]) -> None:
+    ph = _phantom(padding=None)
+    path = write_nifti(ph.hu, ph, tmp_path / "ct.nii.gz", axcodes=axcodes)
+    volume = read_nifti_ct(str(path), max_voxels=10**9)
+    np.testing.assert_array_equal(volume.ct_hu, _expected(ph))
+    assert volume.spacing_mm == pytest.approx(ph.spacing_mm)
+    assert volume.origin_mm == pytest.approx(ph.origin_mm, abs=1e-3)
+
+
+def test_nifti_scaling_applied_in_float(tmp_path: Path) -> None:
+    data = np.full((4, 5, 6), 100, dtype=np.int16)
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_slope_inter(2.0, -1024.0)
+    nib.save(img, tmp_path / "s.nii")
+    volume = read_nifti_ct(str(tmp_path / "s.nii"), max_voxels=10**6)
+    assert np.all(volume.ct_hu == -824)
+
+
+def test_nifti_huge_header_is_size_limit_without_allocation(tmp_path: Path) -> None:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((30000, 30000, 30000))  # 2.7e13 voxels: would be 54 TB
+    hdr.set_data_dtype(np.int16)
+    hdr.set_qform(np.eye(4), code=1)
+    path = tmp_path / "huge.nii"
+    with open(path, "wb") as f:
+        f.write(hdr.binaryblock + b"\x00" * 4 + b"\x00" * 100)  # tiny file, huge claim
+    with pytest.raises(ValidationError) as err:
+        read_nifti_ct(str(path), max_voxels=10**9)
+    assert err.value.reason is ReasonCode.SIZE_LIMIT
+    assert "nothing was read" in err.value.message
+
+
+def test_nifti_mask_rejected_as_ct_and_junk_unreadable(tmp_path: Path) -> None:
+    ph = _phantom(padding=None)
+    path = write_nifti(ph.liver_mask.astype(np.uint8), ph, tmp_path / "liver.nii.gz")
+    with pytest.raises(ValidationError) as err:
+        read_nifti_ct(str(path), max_voxels=10**9)
+    assert err.value.reason is ReasonCode.NOT_CT
+    (tmp_path / "junk.nii.gz").write_bytes(b"definitely not gzip")
+    with pytest.raises(InputError) as err2:
+        read_nifti_ct(str(tmp_path / "junk.nii.gz"), max_voxels=10**9)
+    assert err2.value.reason is ReasonCode.UNREADABLE_FILE
+
+
+def test_mask_on_other_grid_is_resampled_nearest(tmp_path: Path) -> None:
+    ph = _phantom(padding=None)
+    # The mask stored flipped (LAS) is the same grid: no resampling.
+    path = write_nifti(ph.liver_mask.astype(np.uint8), ph, tmp_path / "m.nii.gz", ("L", "A", "S"))
+    mask, grid = read_nifti_labels(str(path), None, 10**9)
+    same = mask_to_grid(mask, grid.spacing_mm, grid.origin_mm, ph.hu.shape, ph.spacing_mm,
+                        ph.origin_mm)  # fmt: skip
+    assert not same.resampled
+    np.testing.assert_array_equal(same.mask, ph.liver_mask)
+    # Every other slice: a coarser z grid must come back by nearest neighbour.
+    coarse = mask[::2]
+    spacing = (grid.spacing_mm[0] * 2, grid.spacing_mm[1], grid.spacing_mm[2])
+    back = mask_to_grid(coarse, spacing, grid.origin_mm, ph.hu.shape, ph.spacing_mm, ph.origin_mm)
+    assert back.resampled
+    np.testing.assert_array_equal(back.mask[::2], ph.liver_mask[::2])
+    assert set(np.unique(back.mask)) <= {False, True}
+    far = (grid.origin_mm[0] + 5000.0, grid.origin_mm[1], grid.origin_mm[2])
+    with pytest.raises(ValidationError) as err:
+        mask_to_grid(mask, grid.spacing_mm, far, ph.hu.shape, ph.spacing_mm, ph.origin_mm)
+    assert err.value.reason is ReasonCode.MASK_GRID_MISMATCH
