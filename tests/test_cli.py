@@ -37,3 +37,25 @@ def test_synth_error_is_clear_and_nonzero(tmp_path):
     assert result.returncode == 2
     assert "not empty" in result.stderr and "--overwrite" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keygen_then_ingest_a_synthetic_cohort(tmp_path):
+    cohort = tmp_path / "cohort"
+    assert _run("synth", "--out", str(cohort), "--n", "2", "--seed", "4", "--quiet").returncode == 0
+    key = tmp_path / "secret.key"
+    made = _run("keygen", str(key))
+    assert made.returncode == 0 and key.stat().st_mode & 0o077 == 0
+    again = _run("keygen", str(key))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    store = tmp_path / "store"
+    no_key = _run("ingest", "--store", str(store), "--manifest", str(cohort / "manifest.csv"))
+    assert no_key.returncode == 2 and "screening keygen" in no_key.stderr
+    assert "Traceback" not in no_key.stderr
+    args = ["ingest", "--store", str(store), "--manifest", str(cohort / "manifest.csv")]
+    result = _run(*args, "--key-file", str(key), "--workers", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "ok 2" in result.stdout and "catalog" in result.stdout
+    rerun = _run(*args, "--key-file", str(key), "--workers", "1", "--quiet")
+    assert rerun.returncode == 0 and "2 already complete" in rerun.stdout
+    secret = key.read_text().strip()
+    assert secret not in result.stdout + result.stderr + rerun.stderr

@@ -34,6 +34,7 @@ from screening.ingest import (
     read_manifest,
 )
 from screening.ingest.store import COMPLETION_MARKER
+from screening.schemas import load_store_layout
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
 from screening.synthetic.writers import DicomInfo, write_dicom_series, write_nifti
@@ -254,6 +255,8 @@ def test_store_attributes_ngff_and_marker(ingested: dict[str, Any]) -> None:
     row = _row(ingested["rows"], "good")
     store = open_scan_store(ingested["store"] / row["store_path"])
     attrs = store.attrs
+    required = {a["name"] for a in load_store_layout()["attributes"] if a["required"]}
+    assert required <= set(attrs), required - set(attrs)
     ome = attrs["ome"]
     assert ome["version"] == "0.5"
     ms = ome["multiscales"][0]
