@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# Synthetic cohort -> key (made once) -> ingest into a scan store on the embedded Dask cluster.
 demo: $(STAMP)
 	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 24 --seed 7 --size small --overwrite
+	test -f $(DEMO_OUT)/demo.key || $(BIN)/screening keygen $(DEMO_OUT)/demo.key
+	$(BIN)/screening ingest --store $(DEMO_OUT)/store --manifest $(DEMO_OUT)/cohort/manifest.csv \
+		--key-file $(DEMO_OUT)/demo.key
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"

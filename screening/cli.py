@@ -164,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # Dask's own start/stop chatter; warnings still show
+        import os
+
+        # distributed sets its loggers' levels from its config when first imported
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.WARNING)
     try:

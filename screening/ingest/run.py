@@ -232,14 +232,11 @@ class IngestSummary:
             self.reasons[row["reason"]] += 1
 
     def describe(self) -> str:
+        done = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none new"
+        skipped = f"; {self.skipped_complete} already complete (skipped)"
         lines = [
-            f"ingest: {self.n_files} file(s) examined; series: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-            + (
-                f"; {self.skipped_complete} already complete (skipped)"
-                if self.skipped_complete
-                else ""
-            )
+            f"ingest: {self.n_files} file(s) examined; series this run: {done}"
+            + (skipped if self.skipped_complete else "")
         ]
         for reason, n in self.reasons.most_common():
             lines.append(f"  {reason}: {n}")
