@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 _LOCALIZER_WORDS = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
 _DERIVED_WORDS = {"MPR", "MIP", "MINIP", "REFORMATTED", "PROJECTION IMAGE", "VOLUME RENDERING"}
+_IV_WORDS = {"IV", "INTRAVENOUS", "INTRAVASCULAR", "IA", "INTRAARTERIAL", "ARTERIAL"}
+_ENTERAL_WORDS = {"ORAL", "RECTAL", "PO"}
 _NO_CONTRAST = {"", "NONE", "NO", "N", "N/A", "NA", "0", "NIL", "NONE GIVEN", "NO CONTRAST"}
 
 
@@ -187,12 +190,16 @@ def _float(ds: Any, keyword: str) -> float | None:
 
 
 def contrast_in_header(ds: Any) -> bool:
-    """True when an intravenous contrast agent is recorded (oral-only contrast does not count)."""
+    """True when intravascular contrast is recorded; oral or rectal contrast alone does not count
+    (it does not change liver attenuation). An agent with no route counts as intravascular."""
     agent = (_text(ds, "ContrastBolusAgent") or "").upper()
     route = (_text(ds, "ContrastBolusRoute") or "").upper()
-    if agent in _NO_CONTRAST and not route:
+    words = set(re.split(r"[^A-Z]+", route)) - {""}
+    if words & _IV_WORDS:
+        return True
+    if words & _ENTERAL_WORDS:
         return False
-    return "ORAL" not in route or "IV" in route or "INTRAVENOUS" in route
+    return agent not in _NO_CONTRAST or bool(words)
 
 
 def covariates(ds: Any) -> dict[str, Any]:

@@ -122,14 +122,25 @@ def _canonical_view(data: NDArray[Any], axes: CanonicalAxes) -> NDArray[Any]:
     return view[index]
 
 
-def read_nifti_ct(path: str, max_voxels: int, axial_tolerance_deg: float = 10.0) -> ScanVolume:
+def read_nifti_ct(
+    path: str, max_voxels: int, axial_tolerance_deg: float = 10.0, min_slices: int = 1
+) -> ScanVolume:
     """Read a CT NIfTI as int16 HU in canonical orientation.
 
     The NIfTI scaling (``scl_slope``/``scl_inter``) is applied in float, then values are clipped
     to [-1024, 32767] HU like DICOM. A uint8/bool image is refused as NOT_CT: it is a mask.
+    Fewer than ``min_slices`` axial slices is TOO_FEW_SLICES, as for DICOM.
     """
     img = _load(path)
     grid = read_grid(img, path, max_voxels, axial_tolerance_deg)
+    n_slices = grid.canonical_shape[0]
+    if n_slices < min_slices:
+        raise ValidationError(
+            f"only {n_slices} axial slice(s); at least {min_slices} are needed for a liver "
+            "volume (ValidationConfig.min_slices)",
+            reason=ReasonCode.TOO_FEW_SLICES,
+            path=path,
+        )
     if grid.dtype in ("uint8", "bool", "int8"):
         raise ValidationError(
             f"NIfTI voxel type is {grid.dtype}, which holds labels, not Hounsfield units; "

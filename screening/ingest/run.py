@@ -103,8 +103,9 @@ def _read_volume(
     """Read the series; return the volume and its covariate columns (no identifiers)."""
     if item.source_format is SourceFormat.NIFTI:
         assert item.nifti_path is not None
+        v = cfg.validation
         volume = read_nifti_ct(
-            item.nifti_path, cfg.validation.max_voxels, cfg.validation.axial_tolerance_deg
+            item.nifti_path, v.max_voxels, v.axial_tolerance_deg, min_slices=v.min_slices
         )
         return volume, {"patient_pseudo_id": _patient_pseudo_id(key, item.spec.patient_id)}
     volume, first_ds = read_dicom_series(

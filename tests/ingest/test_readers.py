@@ -189,3 +189,31 @@ def test_mask_on_other_grid_is_resampled_nearest(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as err:
         mask_to_grid(mask, grid.spacing_mm, far, ph.hu.shape, ph.spacing_mm, ph.origin_mm)
     assert err.value.reason is ReasonCode.MASK_GRID_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("agent", "route", "expected"),
+    [
+        (None, None, False),
+        ("NONE", None, False),
+        ("IOHEXOL 350", "IV", True),
+        ("APPLIED", None, True),
+        ("", "Oral & IV", True),
+        ("BARIUM", "ORAL POSITIVE", False),  # "POSITIVE" contains "IV" but is not a route
+        ("GASTROGRAFIN", "ORAL", False),
+        ("OMNIPAQUE", "INTRAVENOUS", True),
+    ],
+)
+def test_contrast_header_counts_intravascular_only(
+    agent: str | None, route: str | None, expected: bool
+) -> None:
+    from pydicom.dataset import Dataset
+
+    from screening.ingest.dicom import contrast_in_header
+
+    ds = Dataset()
+    if agent is not None:
+        ds.ContrastBolusAgent = agent
+    if route is not None:
+        ds.ContrastBolusRoute = route
+    assert contrast_in_header(ds) is expected
