@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from screening.errors import DicomReadError, InputError, ValidationError
+from screening.errors import DicomReadError, ValidationError
 from screening.ingest.validate import SliceStack, ValidationConfig, validate_stack
 from screening.ingest.volume import ScanVolume, to_hu_int16
 from screening.reasons import ReasonCode, SourceFormat
@@ -74,6 +75,25 @@ class DicomHeader:
     n_frames: int
     has_pixels: bool
     transfer_syntax: str
+    raw_pixels: RawPixels | None = None  # set when the slice can be read without pydicom
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    """Where an uncompressed little-endian 16-bit slice lies in its file, and how to read it.
+
+    Discovery fills this in, so the series reader can read pixel data with one ``pread`` per
+    slice instead of parsing every file a second time (see bench/bench_ingest.py).
+    """
+
+    offset: int
+    length: int
+    signed: bool
+    bits_stored: int
+    slope: float
+    intercept: float
+    rescale_assumed: bool
+    padding: tuple[int, int] | None  # PixelPaddingValue .. PixelPaddingRangeLimit (stored)
 
 
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
@@ -93,7 +113,9 @@ def read_header(path: str) -> DicomHeader | FileProblem:
         with open(path, "rb") as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
             # The reader stops at (7FE0,0010); a file that ends here has no pixel data.
-            has_pixels = f.tell() < os.fstat(f.fileno()).st_size
+            size = os.fstat(f.fileno()).st_size
+            has_pixels = f.tell() < size
+            raw = _raw_pixels(ds, f, size) if has_pixels else None
     except InvalidDicomError:
         return FileProblem(
             path, ReasonCode.NO_DICM, "not a DICOM Part 10 file (no 'DICM' prefix at byte 128)"
@@ -121,11 +143,104 @@ def read_header(path: str) -> DicomHeader | FileProblem:
             n_frames=int(ds.get("NumberOfFrames", 1) or 1),
             has_pixels=has_pixels,
             transfer_syntax=str(getattr(meta, "TransferSyntaxUID", "") or ""),
+            raw_pixels=raw,
         )
     except (ValueError, TypeError) as e:
         return FileProblem(
             path, ReasonCode.UNREADABLE_FILE, f"DICOM header has invalid values ({e})"
         )
+
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _raw_pixels(ds: Any, f: Any, size: int) -> RawPixels | None:
+    """Locate uncompressed 16-bit little-endian pixel data right after the header, or None.
+
+    Anything unusual (compressed, 8/32-bit, colour, rescale incomplete) returns None and the
+    slice is read through pydicom, which also produces the precise error.
+    """
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if ts not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        return None
+    try:
+        if int(ds.get("BitsAllocated", 0)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1:
+            return None
+        bits_stored = int(ds.get("BitsStored", 16))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        has_slope, has_intercept = "RescaleSlope" in ds, "RescaleIntercept" in ds
+        if has_slope != has_intercept:
+            return None
+        slope = float(ds.RescaleSlope) if has_slope else 1.0
+        intercept = float(ds.RescaleIntercept) if has_intercept else 0.0
+        padding = None
+        if "PixelPaddingValue" in ds:
+            low = int(ds.PixelPaddingValue)
+            high = int(ds.get("PixelPaddingRangeLimit", low))
+            padding = (min(low, high), max(low, high))
+    except (TypeError, ValueError):
+        return None
+    head = f.read(12)
+    if len(head) < 8 or head[:4] != _PIXEL_DATA_TAG:
+        return None
+    if ts == _EXPLICIT_LE:
+        if head[4:6] not in (b"OW", b"OB") or len(head) < 12:
+            return None
+        length, header_len = int.from_bytes(head[8:12], "little"), 12
+    else:
+        length, header_len = int.from_bytes(head[4:8], "little"), 8
+    if length == 0xFFFFFFFF:  # encapsulated
+        return None
+    offset = f.tell() - len(head) + header_len
+    return RawPixels(
+        offset=offset,
+        length=min(length, size - offset),  # a truncated file shows here
+        signed=signed,
+        bits_stored=bits_stored,
+        slope=slope,
+        intercept=intercept,
+        rescale_assumed=not has_slope,
+        padding=padding,
+    )
+
+
+def _read_raw_slice(h: DicomHeader, name: str) -> NDArray[np.integer[Any]]:
+    """Read one uncompressed slice straight from its file (one read, no parsing)."""
+    raw = h.raw_pixels
+    assert raw is not None
+    n = h.rows * h.columns
+    if raw.length < 2 * n:
+        raise DicomReadError(
+            f"{name}: pixel data is {raw.length} bytes, expected {2 * n} for {h.rows}x"
+            f"{h.columns} 16-bit (truncated file?)",
+            reason=ReasonCode.PIXELDATA_SHORT,
+            path=h.path,
+        )
+    dtype = np.dtype("<i2") if raw.signed else np.dtype("<u2")
+    try:
+        with open(h.path, "rb") as f:
+            f.seek(raw.offset)
+            data = np.frombuffer(f.read(2 * n), dtype=dtype)
+    except OSError as e:
+        raise DicomReadError(
+            f"{name} could not be read ({e})", reason=ReasonCode.UNREADABLE_FILE, path=h.path
+        ) from e
+    if data.size < n:
+        raise DicomReadError(
+            f"{name}: pixel data ends early (truncated file)",
+            reason=ReasonCode.PIXELDATA_SHORT,
+            path=h.path,
+        )
+    plane = data.reshape(h.rows, h.columns)
+    if raw.bits_stored < 16:  # bits above HighBit are not pixel data (PS3.5 8.1.1)
+        shift = 16 - raw.bits_stored
+        if raw.signed:
+            plane = (plane << shift) >> shift  # sign-extend
+        else:
+            plane = plane & np.uint16((1 << raw.bits_stored) - 1)
+    return plane
 
 
 def classify(h: DicomHeader) -> tuple[ReasonCode, str] | None:
@@ -252,9 +367,26 @@ def _padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:
         return None
     low = int(ds.PixelPaddingValue)
     high = int(ds.PixelPaddingRangeLimit) if "PixelPaddingRangeLimit" in ds else low
-    low, high = min(low, high), max(low, high)
+    return _padding_in(stored, (min(low, high), max(low, high)))
+
+
+def _padding_in(stored: np.ndarray, padding: tuple[int, int] | None) -> np.ndarray | None:
+    if padding is None:
+        return None
+    low, high = padding
     mask = (stored >= low) & (stored <= high) if high > low else stored == low
     return mask if mask.any() else None
+
+
+def _read_dataset(h: DicomHeader, name: str, pydicom: Any) -> Any:
+    try:
+        return pydicom.dcmread(h.path)
+    except Exception as e:  # untrusted bytes: any parser failure is a property of the file
+        raise DicomReadError(
+            f"{name} could not be read ({type(e).__name__})",
+            reason=ReasonCode.UNREADABLE_FILE,
+            path=h.path,
+        ) from e
 
 
 def _decode(ds: Any, name: str, path: str) -> np.ndarray:
@@ -373,32 +505,28 @@ def _decode_stack(
     rescale_assumed = False
     slopes: set[float] = set()
     intercepts: set[float] = set()
-    first_ds = None
     for k, idx in enumerate(slice_order):
         h, name = headers[idx], names[idx]
-        try:
-            ds = pydicom.dcmread(h.path)
-        except (OSError, ValueError, EOFError) as e:
-            raise DicomReadError(
-                f"{name} could not be read ({type(e).__name__})",
-                reason=ReasonCode.UNREADABLE_FILE,
-                path=h.path,
-            ) from e
-        if first_ds is None:
-            first_ds = ds
-        slope, intercept, assumed = _rescale(ds, name, h.path)
+        raw = h.raw_pixels
+        if raw is not None:
+            stored = _read_raw_slice(h, name)
+            slope, intercept, assumed = raw.slope, raw.intercept, raw.rescale_assumed
+            padding = _padding_in(stored, raw.padding)
+        else:
+            ds = _read_dataset(h, name, pydicom)
+            slope, intercept, assumed = _rescale(ds, name, h.path)
+            stored = _decode(ds, name, h.path)
+            if stored.shape != (h.rows, h.columns):
+                raise DicomReadError(
+                    f"{name}: decoded pixel array has shape {stored.shape}, expected "
+                    f"({h.rows}, {h.columns}) from its header",
+                    reason=ReasonCode.NOT_A_VOLUME,
+                    path=h.path,
+                )
+            padding = _padding_mask(ds, stored)
         rescale_assumed |= assumed
         slopes.add(slope)
         intercepts.add(intercept)
-        stored = _decode(ds, name, h.path)
-        if stored.shape != (h.rows, h.columns):
-            raise DicomReadError(
-                f"{name}: decoded pixel array has shape {stored.shape}, expected "
-                f"({h.rows}, {h.columns}) from its header",
-                reason=ReasonCode.NOT_A_VOLUME,
-                path=h.path,
-            )
-        padding = _padding_mask(ds, stored)
         if padding is not None:
             padded += int(padding.sum())
         plane = stored.T if transpose else stored
@@ -415,8 +543,8 @@ def _decode_stack(
                 pad_plane = pad_plane[:, ::-1]
         to_hu_int16(plane, slope, intercept, pad_plane, out=ct[k])
 
-    if first_ds is None:  # pragma: no cover - validate_stack guarantees slices
-        raise InputError("empty series", reason=ReasonCode.TOO_FEW_SLICES, path=folder)
+    # Covariates and the patient pseudonym come from one header (no pixel data needed).
+    first_ds = pydicom.dcmread(headers[stack.order[0]].path, stop_before_pixels=True)
     # Canonical spacing: in-plane from PixelSpacing [row spacing (y), column spacing (x)].
     dy_src, dx_src = first.pixel_spacing or (1.0, 1.0)
     spacing_y, spacing_x = (dx_src, dy_src) if transpose else (dy_src, dx_src)

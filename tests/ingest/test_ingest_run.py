@@ -47,7 +47,7 @@ FAKE_IDENTIFIERS = ("SYN-PATIENT-77", "DOE^JANE", "ACC-99881", "19600101", "Synt
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterConfig]:
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as lc:
         yield ClusterConfig(scheduler=lc.scheduler_address)
 

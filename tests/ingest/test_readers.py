@@ -217,3 +217,37 @@ def test_contrast_header_counts_intravascular_only(
     if route is not None:
         ds.ContrastBolusRoute = route
     assert contrast_in_header(ds) is expected
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit"])
+def test_direct_pixel_read_equals_pydicom_decode(tmp_path: Path, syntax: str) -> None:
+    import dataclasses
+
+    ph = _phantom("FFP")
+    write_dicom_series(ph, tmp_path, DicomInfo(transfer_syntax=syntax))
+    headers, names = _headers(tmp_path)
+    assert all(h.raw_pixels is not None for h in headers)  # the fast path is taken
+    fast, _ = read_dicom_series(headers, names, CFG)
+    slow_headers = [dataclasses.replace(h, raw_pixels=None) for h in headers]
+    slow, _ = read_dicom_series(slow_headers, names, CFG)
+    np.testing.assert_array_equal(fast.ct_hu, slow.ct_hu)
+    assert fast.source == slow.source
+
+
+def test_direct_read_masks_bits_above_bits_stored(tmp_path: Path) -> None:
+    ph = _phantom()
+    paths = write_dicom_series(ph, tmp_path, DicomInfo())
+    for p in paths:  # 12-bit signed data whose unused top bits hold garbage
+        ds = pydicom.dcmread(p)
+        hu = ds.pixel_array.astype(np.int32) - 1024  # stored = HU + 1024 -> make signed HU
+        stored = np.clip(hu, -2048, 2047).astype(np.int16)
+        garbage = (stored.view(np.uint16) & 0x0FFF) | 0xA000
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 1, 12, 11
+        ds.RescaleIntercept = "0"
+        ds.PixelData = garbage.astype(np.uint16).tobytes()
+        del ds.PixelPaddingValue
+        ds.save_as(p)
+    headers, names = _headers(tmp_path)
+    volume, _ = read_dicom_series(headers, names, CFG)
+    expected = np.clip(np.maximum(ph.hu.astype(np.int32), -1024), -2048, 2047)
+    np.testing.assert_array_equal(volume.ct_hu, expected)
