@@ -59,3 +59,15 @@ def test_keygen_then_ingest_a_synthetic_cohort(tmp_path):
     assert rerun.returncode == 0 and "2 already complete" in rerun.stdout
     secret = key.read_text().strip()
     assert secret not in result.stdout + result.stderr + rerun.stderr
+    # No patient identifier in any log line, even at debug level, or in any output file name.
+    import pydicom
+
+    first = next(p for p in sorted((cohort / "images").rglob("*.dcm")))
+    ds = pydicom.dcmread(first)
+    identifiers = [str(ds.PatientName), ds.PatientID, ds.AccessionNumber, ds.InstitutionName]
+    verbose = _run("-v", *args, "--key-file", str(key), "--workers", "1", "--quiet")
+    assert verbose.returncode == 0 and "DEBUG" in verbose.stderr
+    logs = result.stdout + result.stderr + verbose.stdout + verbose.stderr
+    names = " ".join(str(p) for p in store.rglob("*"))
+    for value in identifiers:
+        assert value and value not in logs and value not in names, value
