@@ -117,3 +117,18 @@ def test_small_obliquity_is_accepted_within_tolerance() -> None:
             *_stack([0.0, 2.0, 4.0, 6.0], iop),
             ValidationConfig(min_slices=4, axial_tolerance_deg=2.0),
         )
+
+
+@settings(max_examples=60)
+@given(
+    st.sampled_from([np.uint16, np.int16]),
+    st.integers(-3000, 3000),
+    st.lists(st.integers(0, 65535), min_size=1, max_size=50),
+)
+def test_integer_hu_path_equals_float_reference(dtype: type, intercept: int, raw: list[int]) -> None:
+    stored = np.array(raw, dtype=np.uint16).view(dtype)
+    expected = np.clip(stored.astype(np.float64) + intercept, HU_MIN, HU_MAX).astype(np.int16)
+    padding = stored == stored[0]
+    expected_padded = np.where(padding, HU_MIN, expected).astype(np.int16)
+    np.testing.assert_array_equal(to_hu_int16(stored, 1.0, float(intercept)), expected)
+    np.testing.assert_array_equal(to_hu_int16(stored, 1.0, intercept, padding), expected_padded)
