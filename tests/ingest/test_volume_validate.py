@@ -125,7 +125,9 @@ def test_small_obliquity_is_accepted_within_tolerance() -> None:
     st.integers(-3000, 3000),
     st.lists(st.integers(0, 65535), min_size=1, max_size=50),
 )
-def test_integer_hu_path_equals_float_reference(dtype: type, intercept: int, raw: list[int]) -> None:
+def test_integer_hu_path_equals_float_reference(
+    dtype: type, intercept: int, raw: list[int]
+) -> None:
     stored = np.array(raw, dtype=np.uint16).view(dtype)
     expected = np.clip(stored.astype(np.float64) + intercept, HU_MIN, HU_MAX).astype(np.int16)
     padding = stored == stored[0]
