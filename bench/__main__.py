@@ -270,6 +270,27 @@ def markdown(results: list[Result], machine: dict[str, Any], quick: bool) -> str
     return "\n".join(out)
 
 
+def _demote(markdown_text: str) -> str:
+    """Nest a benchmark's own report under this file's top-level heading."""
+    return "\n".join("#" + ln if ln.startswith("#") else ln for ln in markdown_text.splitlines())
+
+
+def run_stage_benchmarks(quick: bool) -> list[str]:
+    """The stage benchmarks with their own reports: ingest throughput and store codecs."""
+    from bench.bench_ingest import bench_ingest, cpu_model, git_state
+    from bench.bench_ingest import to_markdown as ingest_markdown
+    from bench.bench_store_codecs import bench_store_codecs, codecs_markdown
+
+    print("running: ingest ...", file=sys.stderr, flush=True)
+    ingest = bench_ingest(quick)
+    print("running: store codecs ...", file=sys.stderr, flush=True)
+    codecs = bench_store_codecs(quick=quick)
+    return [
+        _demote(ingest_markdown(ingest, cpu=cpu_model(), quick=quick, git=git_state())),
+        _demote(codecs_markdown(codecs)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -294,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     results = run_all(args.quick)
     print(text_table(results))
+    extra_sections = run_stage_benchmarks(args.quick)
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -305,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(results, machine, args.quick))
+    md_path.write_text(
+        markdown(results, machine, args.quick) + "\n" + "\n\n".join(extra_sections) + "\n"
+    )
     print(f"wrote {md_path} and {json_path}", file=sys.stderr)
     return 0
 

@@ -22,8 +22,13 @@ from screening.config import FrozenConfig, require
 from screening.engine.cluster import ClusterConfig, open_client, worker_count
 from screening.engine.stream import run_bounded
 from screening.errors import InputError, ScreeningError
-from screening.ingest.catalog import CatalogWriter, check_store_key, ingest_lock, now_utc
-from screening.ingest.catalog import read_catalog as _read_catalog
+from screening.ingest.catalog import (
+    CatalogWriter,
+    check_store_key,
+    ingest_lock,
+    now_utc,
+    read_catalog,
+)
 from screening.ingest.dicom import DicomHeader, FileProblem, covariates, read_dicom_series
 from screening.ingest.discovery import NiftiFile, Rejection, WorkItem, plan, scan_files
 from screening.ingest.masks import combine_labels, mask_to_grid
@@ -316,7 +321,7 @@ def ingest(
                 raise missing_key_error("ingest of DICOM (any non-NIfTI file)")
             if any(s.patient_id for s in specs):
                 raise missing_key_error("a manifest with a patient_id column")
-        existing = _read_catalog(root)
+        existing = read_catalog(root)
         ok_ids = {
             sid
             for sid, status in zip(

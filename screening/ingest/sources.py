@@ -16,13 +16,11 @@ import csv
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from screening.errors import ConfigError
 from screening.ingest.archives import extract_archive, is_archive
-from screening.ingest.nifti import is_nifti
 from screening.reasons import ReasonCode
 
 __all__ = [
@@ -237,12 +235,3 @@ def _extract(
             _extract(f, display, spec, staging, files, problems)
         else:
             files.append(FoundFile(str(f), display, spec))
-
-
-def is_image_candidate(found: FoundFile) -> bool:
-    """NIfTI files are images; everything else is tried as DICOM by discovery."""
-    return is_nifti(found.path)
-
-
-def names_of(found: Sequence[FoundFile]) -> dict[str, str]:
-    return {f.path: f.name for f in found}
