@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from screening.errors import DicomReadError, ValidationError
 from screening.ingest.validate import SliceStack, ValidationConfig, validate_stack
-from screening.ingest.volume import ScanVolume, to_hu_int16
+from screening.ingest.volume import ScanVolume, hu_int16_in_place, to_hu_int16
 from screening.reasons import ReasonCode, SourceFormat
 
 __all__ = [
@@ -204,6 +204,45 @@ def _raw_pixels(ds: Any, f: Any, size: int) -> RawPixels | None:
         rescale_assumed=not has_slope,
         padding=padding,
     )
+
+
+def _in_place_ok(raw: RawPixels, transpose: bool, flip: tuple[bool, bool, bool]) -> bool:
+    """The common layout: stored as displayed, 16 bits used, slope 1, integer intercept."""
+    return (
+        not transpose
+        and not flip[1]
+        and not flip[2]
+        and raw.bits_stored == 16
+        and raw.slope == 1.0
+        and float(raw.intercept).is_integer()
+    )
+
+
+def _read_raw_into(h: DicomHeader, name: str, target: NDArray[Any]) -> None:
+    raw = h.raw_pixels
+    assert raw is not None
+    n_bytes = 2 * h.rows * h.columns
+    if raw.length < n_bytes:
+        raise DicomReadError(
+            f"{name}: pixel data is {raw.length} bytes, expected {n_bytes} for {h.rows}x"
+            f"{h.columns} 16-bit (truncated file?)",
+            reason=ReasonCode.PIXELDATA_SHORT,
+            path=h.path,
+        )
+    try:
+        with open(h.path, "rb", buffering=0) as f:
+            f.seek(raw.offset)
+            got = f.readinto(target.data.cast("B"))
+    except OSError as e:
+        raise DicomReadError(
+            f"{name} could not be read ({e})", reason=ReasonCode.UNREADABLE_FILE, path=h.path
+        ) from e
+    if got != n_bytes:
+        raise DicomReadError(
+            f"{name}: pixel data ends early (truncated file)",
+            reason=ReasonCode.PIXELDATA_SHORT,
+            path=h.path,
+        )
 
 
 def _read_raw_slice(h: DicomHeader, name: str) -> NDArray[np.integer[Any]]:
@@ -508,6 +547,17 @@ def _decode_stack(
     for k, idx in enumerate(slice_order):
         h, name = headers[idx], names[idx]
         raw = h.raw_pixels
+        if raw is not None and _in_place_ok(raw, transpose, flip):
+            # Read straight into the output slice and convert there: no temporaries at all.
+            target = ct[k].view(np.int16 if raw.signed else np.uint16)
+            _read_raw_into(h, name, target)
+            pad = _padding_in(target, raw.padding)
+            padded += 0 if pad is None else int(np.count_nonzero(pad))
+            hu_int16_in_place(target, int(raw.intercept), pad)
+            slopes.add(raw.slope)
+            intercepts.add(raw.intercept)
+            rescale_assumed |= raw.rescale_assumed
+            continue
         if raw is not None:
             stored = _read_raw_slice(h, name)
             slope, intercept, assumed = raw.slope, raw.intercept, raw.rescale_assumed

@@ -19,6 +19,7 @@ __all__ = [
     "CanonicalAxes",
     "ScanVolume",
     "canonical_axes",
+    "hu_int16_in_place",
     "to_hu_int16",
 ]
 
@@ -162,5 +163,23 @@ def _to_hu_int16_integer(
         result[padding] = HU_MIN
     if out is None:
         return np.ascontiguousarray(result)
-    out[...] = result
+    if not np.shares_memory(out, result):
+        out[...] = result
     return out
+
+
+def hu_int16_in_place(
+    stored: NDArray[Any], intercept: int, padding: NDArray[np.bool_] | None
+) -> None:
+    """:func:`to_hu_int16` for slope 1 and an integer intercept, overwriting ``stored`` (16-bit
+    stored values in the memory of the int16 output slice): no temporary arrays at all."""
+    info = np.iinfo(stored.dtype)
+    lo = max(HU_MIN - intercept, info.min)
+    hi = min(HU_MAX - intercept, info.max)
+    if lo > hi:
+        stored.view(np.int16)[...] = HU_MIN if HU_MIN - intercept > info.max else HU_MAX
+    else:
+        np.clip(stored, lo, hi, out=stored)
+        np.add(stored, np.array(intercept % 65536, np.uint16).view(stored.dtype), out=stored)
+    if padding is not None:
+        stored.view(np.int16)[padding] = HU_MIN

@@ -220,10 +220,13 @@ def test_contrast_header_counts_intravascular_only(
 
 
 @pytest.mark.parametrize("syntax", ["explicit", "implicit"])
-def test_direct_pixel_read_equals_pydicom_decode(tmp_path: Path, syntax: str) -> None:
+@pytest.mark.parametrize("position", ["HFS", "FFP"])  # read in place / through a flipped view
+def test_direct_pixel_read_equals_pydicom_decode(
+    tmp_path: Path, syntax: str, position: str
+) -> None:
     import dataclasses
 
-    ph = _phantom("FFP")
+    ph = _phantom(position)
     write_dicom_series(ph, tmp_path, DicomInfo(transfer_syntax=syntax))
     headers, names = _headers(tmp_path)
     assert all(h.raw_pixels is not None for h in headers)  # the fast path is taken
