@@ -50,7 +50,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import tracemalloc  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -61,6 +60,7 @@ import numpy as np  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
 from bench.bench_synthetic import Result  # noqa: E402
+from bench.bench_synthetic import _peak_mib as traced_peak_mib  # noqa: E402
 
 __all__ = ["Fixture", "bench_ingest", "make_fixture", "one_worker", "to_markdown"]
 
@@ -366,14 +366,7 @@ def _time_interleaved(
 
 def _peak_mib(fn: Callable[[], object], setup: Callable[[], None] = _noop) -> float:
     setup()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak / 2**20
+    return traced_peak_mib(fn)
 
 
 def _case(

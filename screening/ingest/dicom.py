@@ -246,39 +246,17 @@ def _read_raw_into(h: DicomHeader, name: str, target: NDArray[Any]) -> None:
 
 
 def _read_raw_slice(h: DicomHeader, name: str) -> NDArray[np.integer[Any]]:
-    """Read one uncompressed slice straight from its file (one read, no parsing)."""
+    """Read one uncompressed slice into a new array (for layouts that need flips or masking)."""
     raw = h.raw_pixels
     assert raw is not None
-    n = h.rows * h.columns
-    if raw.length < 2 * n:
-        raise DicomReadError(
-            f"{name}: pixel data is {raw.length} bytes, expected {2 * n} for {h.rows}x"
-            f"{h.columns} 16-bit (truncated file?)",
-            reason=ReasonCode.PIXELDATA_SHORT,
-            path=h.path,
-        )
-    dtype = np.dtype("<i2") if raw.signed else np.dtype("<u2")
-    try:
-        with open(h.path, "rb") as f:
-            f.seek(raw.offset)
-            data = np.frombuffer(f.read(2 * n), dtype=dtype)
-    except OSError as e:
-        raise DicomReadError(
-            f"{name} could not be read ({e})", reason=ReasonCode.UNREADABLE_FILE, path=h.path
-        ) from e
-    if data.size < n:
-        raise DicomReadError(
-            f"{name}: pixel data ends early (truncated file)",
-            reason=ReasonCode.PIXELDATA_SHORT,
-            path=h.path,
-        )
-    plane = data.reshape(h.rows, h.columns)
+    plane = np.empty((h.rows, h.columns), dtype="<i2" if raw.signed else "<u2")
+    _read_raw_into(h, name, plane)
     if raw.bits_stored < 16:  # bits above HighBit are not pixel data (PS3.5 8.1.1)
         shift = 16 - raw.bits_stored
         if raw.signed:
             plane = (plane << shift) >> shift  # sign-extend
         else:
-            plane = plane & np.uint16((1 << raw.bits_stored) - 1)
+            plane &= np.uint16((1 << raw.bits_stored) - 1)
     return plane
 
 
