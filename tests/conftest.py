@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
+
+# Property tests draw the same examples on every run, so CI cannot fail by chance; set
+# HYPOTHESIS_PROFILE=explore to search new random examples while developing.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
