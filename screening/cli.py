@@ -72,6 +72,74 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from screening.model import NetworkConfig, TrainConfig, train
+    from screening.preprocess import PreprocessConfig
+
+    net = NetworkConfig(channels=args.channels, strides=args.strides, num_res_units=args.res_units)
+    prep = PreprocessConfig(spacing_mm=args.spacing_mm, window_hu=args.window_hu)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch,
+        batch_size=args.batch_size,
+        patch_zyx=args.patch,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    command = "screening " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = train(
+        args.data,
+        args.out,
+        cfg=cfg,
+        network_cfg=net,
+        preprocess_cfg=prep,
+        device=args.device,
+        threads=args.threads,
+        progress=not args.quiet and sys.stderr.isatty(),
+        command=command,
+        card_notes=args.notes,
+    )
+    print(result.describe())
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from screening.model import InferenceConfig, load_model, resolve_device, segment_stores
+
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device, with_coarse=args.cascade)
+    cfg = InferenceConfig(cascade=args.cascade, overlap=args.overlap)
+    summary = segment_stores(
+        args.store,
+        model,
+        cfg,
+        device=device,
+        threads=args.threads,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    print(summary.describe())
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when a GPU is visible, else CPU), cpu, or cuda[:N]",
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -153,6 +221,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(ing)
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.set_defaults(func=_ingest)
+
+    tr = sub.add_parser(
+        "train",
+        help="train the residual 3-D U-Net (liver, spleen) on labelled scans",
+        description="Train on a scan store whose scans carry seg_reference masks, or on a "
+        "manifest CSV (ingested first into OUT/data-store). OUT becomes a model directory "
+        "(weights.pt + model_card.json) holding the best validation checkpoint; re-running the "
+        "same command resumes an interrupted run.",
+    )
+    tr.add_argument("--data", required=True, help="scan store folder or manifest .csv")
+    tr.add_argument("--out", required=True, help="model directory to write")
+    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--iters-per-epoch", type=int, default=50)
+    tr.add_argument("--batch-size", type=int, default=2)
+    tr.add_argument("--patch", type=_ints, default=(32, 96, 96), help="z,y,x voxels")
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--spacing-mm", type=_floats, default=(2.5, 0.7, 0.7), help="model grid z,y,x in mm"
+    )
+    tr.add_argument("--window-hu", type=_floats, default=(-200.0, 250.0), help="low,high HU")
+    tr.add_argument("--channels", type=_ints, default=(16, 32, 64, 128))
+    tr.add_argument("--strides", type=_ints, default=(2, 2, 2))
+    tr.add_argument("--res-units", type=int, default=2)
+    tr.add_argument("--notes", default="", help="free text for the model card")
+    _add_model_options(tr)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_train)
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment every scan of a store with a model (writes `seg` into each scan store)",
+        description="Run the U-Net on every complete scan store under STORE, one after another "
+        "on this machine (the distributed run is `screening run`).",
+    )
+    seg.add_argument("store", help="scan store folder")
+    seg.add_argument("--model", default="demo", help="model directory, or 'demo'")
+    seg.add_argument("--cascade", action="store_true", help="coarse pass first (faster)")
+    seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap")
+    _add_model_options(seg)
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=_segment)
     return parser
 
 

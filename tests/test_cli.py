@@ -71,3 +71,33 @@ def test_keygen_then_ingest_a_synthetic_cohort(tmp_path):
     names = " ".join(str(p) for p in store.rglob("*"))
     for value in identifiers:
         assert value and value not in logs and value not in names, value
+
+
+def test_train_from_a_manifest_then_segment_with_the_result(tmp_path):
+    cohort = tmp_path / "cohort"
+    assert _run("synth", "--out", str(cohort), "--n", "3", "--seed", "8", "--quiet").returncode == 0
+    model = tmp_path / "model"
+    tiny = ["--channels", "4,8,16", "--strides", "2,2", "--res-units", "1", "--patch", "8,32,32"]
+    result = _run(
+        "train", "--data", str(cohort / "manifest.csv"), "--out", str(model), "--epochs", "1",
+        "--iters-per-epoch", "2", "--spacing-mm", "10,6,6", "--device", "cpu", "--quiet", *tiny,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "validation Dice" in result.stdout
+    card = (model / "model_card.json").read_text()
+    assert "screening train --data" in card and "--spacing-mm 10,6,6" in card
+    store = model / "data-store"
+    seg = _run("segment", str(store), "--model", str(model), "--device", "cpu", "--quiet")
+    assert seg.returncode == 0, seg.stderr
+    assert "segmented 3 scan(s), 0 already done" in seg.stdout
+    again = _run("segment", str(store), "--model", str(model), "--device", "cpu", "--quiet")
+    assert "segmented 0 scan(s), 3 already done" in again.stdout
+
+
+def test_segment_with_a_tampered_model_fails_clearly(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_card.json").write_text('{"format": "something-else"}')
+    result = _run("segment", str(tmp_path), "--model", str(model), "--quiet")
+    assert result.returncode == 2 and "not a screening model card" in result.stderr
+    assert "Traceback" not in result.stderr

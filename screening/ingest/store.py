@@ -33,6 +33,7 @@ __all__ = [
     "ngff_multiscales",
     "open_scan_store",
     "scan_store_path",
+    "write_derived_array",
     "write_scan_store",
 ]
 
@@ -237,6 +238,42 @@ def write_scan_store(
     return final
 
 
+def write_derived_array(
+    store_path: str | os.PathLike[str],
+    name: str,
+    data: NDArray[Any],
+    attrs: dict[str, Any],
+    cfg: StoreConfig | None = None,
+) -> Path:
+    """Add or replace array ``name`` (``prep``, ``seg``) in a complete scan store, atomically.
+
+    The array is written under a temporary name inside the group and renamed into place, so a
+    reader sees the old array or the whole new one, never a half-written one; running twice is
+    harmless. ``attrs`` (JSON-serialisable) go on the array itself.
+    """
+    import zarr
+
+    store = open_scan_store(store_path)
+    tmp_name = f".tmp-{name}-{uuid.uuid4().hex}"
+    group = zarr.open_group(store=str(store.path), mode="r+", zarr_format=3)
+    tmp = store.path / tmp_name
+    try:
+        _write_array(group, tmp_name, data, cfg or StoreConfig())
+        group[tmp_name].attrs.update(attrs)
+        final = store.path / name
+        if final.exists():
+            old = store.path / f".old-{name}-{uuid.uuid4().hex}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return store.path / name
+
+
 @dataclass(frozen=True)
 class ScanStore:
     """A complete scan store opened for reading."""
@@ -270,6 +307,17 @@ class ScanStore:
 
     def read(self, name: str = "ct") -> NDArray[Any]:
         return np.asarray(self.array(name)[...])
+
+    def has(self, name: str) -> bool:
+        return (self.path / name / "zarr.json").is_file()
+
+    def derived_attrs(self, name: str) -> dict[str, Any] | None:
+        """Attributes of array ``name`` when it exists (``prep``, ``seg``), else None."""
+        if not self.has(name):
+            return None
+        import zarr
+
+        return dict(zarr.open_array(store=str(self.path / name), mode="r").attrs)
 
 
 def open_scan_store(path: str | os.PathLike[str]) -> ScanStore:

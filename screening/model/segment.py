@@ -1,0 +1,110 @@
+"""Thin wrappers: segment a scan store (writes ``seg``), or every scan store of a folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from screening.errors import ScreeningError
+from screening.model.checkpoint import LoadedModel
+from screening.model.inference import InferenceConfig, segment_volume
+
+__all__ = ["SegmentSummary", "segment_store", "segment_stores"]
+
+log = logging.getLogger(__name__)
+
+
+def segment_store(
+    store_path: str | os.PathLike[str],
+    model: LoadedModel,
+    cfg: InferenceConfig,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Segment the store's ``ct`` and write ``seg`` (atomically); return a small record.
+
+    A ``seg`` already written by the same model and inference settings is kept.
+    """
+    from screening.ingest.store import open_scan_store, write_derived_array
+
+    store = open_scan_store(store_path)
+    digest = cfg.digest()
+    existing = store.derived_attrs("seg")
+    if (
+        existing
+        and existing.get("model_id") == model.model_id
+        and existing.get("inference_digest") == digest
+    ):
+        return {"scan": store.path.name, "reused": True, "seconds": existing.get("seconds", {})}
+    t0 = time.perf_counter()
+    ct = store.read("ct")
+    read_s = time.perf_counter() - t0
+    result = segment_volume(model, ct, store.spacing_mm, cfg, device=device, threads=threads)
+    seconds = {"read_s": read_s, **result.seconds}
+    attrs = {
+        "model_id": model.model_id,
+        "coarse_model_id": model.coarse.model_id if (cfg.cascade and model.coarse) else None,
+        "inference": cfg.to_dict(),
+        "inference_digest": digest,
+        "device": result.device,
+        "seconds": seconds,
+        "labels": {"0": "background", "1": "liver", "2": "spleen"},
+    }
+    t1 = time.perf_counter()
+    write_derived_array(store.path, "seg", result.labels, attrs)
+    seconds["write_s"] = time.perf_counter() - t1
+    return {"scan": store.path.name, "reused": False, "seconds": seconds, "device": result.device}
+
+
+@dataclass
+class SegmentSummary:
+    n_done: int = 0
+    n_reused: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        text = (
+            f"segmented {self.n_done} scan(s), {self.n_reused} already done, "
+            f"{len(self.failures)} failed, in {self.seconds:.1f} s"
+        )
+        return "\n".join([text, *(f"  failed: {f}" for f in self.failures)])
+
+
+def segment_stores(
+    store_root: str | os.PathLike[str],
+    model: LoadedModel,
+    cfg: InferenceConfig,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: bool = False,
+) -> SegmentSummary:
+    """Segment every complete scan store under ``STORE/scans`` in turn."""
+    from screening.ingest.store import is_complete
+
+    t0 = time.perf_counter()
+    paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))
+    summary = SegmentSummary()
+    items: Any = paths
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(paths, desc="segment", unit="scan")
+    for p in items:
+        try:
+            rec = segment_store(p, model, cfg, device=device, threads=threads)
+        except ScreeningError as e:  # expected per-scan problems; bugs still raise
+            summary.failures.append(f"{p.name}: {e}")
+            continue
+        if rec["reused"]:
+            summary.n_reused += 1
+        else:
+            summary.n_done += 1
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,256 @@
+"""Model input: resample the CT to the model grid (linear) and window HU to [0, 1].
+
+The paper resamples to 0.7 × 0.7 × 2.5 mm with linear interpolation and windows [−200, 250] HU
+to [0, 1]; both are configurable (:class:`PreprocessConfig`), and a model's card says which
+grid and window it was trained on.
+
+Grid convention (shared by every resampling in this package): the first voxel centre stays where
+it is (the origin does not move), output voxel ``i`` along an axis sits at input index
+``i * out_spacing / in_spacing``, and positions past the last input voxel take the edge value.
+The output covers the input's physical extent: ``n_out = round(n_in * in_spacing /
+out_spacing)``. This is ``scipy.ndimage.affine_transform(order=1, mode="nearest")`` with a
+diagonal matrix, which the tests use as the reference.
+
+Trilinear interpolation on an axis-aligned grid is separable, so it is done as three 1-D
+linear interpolations (gather two neighbours, ``lerp``) in torch on CPU threads, slab by slab in
+z so memory stays bounded by the output plus one slab.
+
+>>> import numpy as np
+>>> ct = np.full((8, 4, 4), 25, dtype=np.int16)
+>>> prep = preprocess_volume(ct, (5.0, 1.4, 1.4), PreprocessConfig())
+>>> prep.shape, prep.dtype.name, float(prep.max())
+((16, 8, 8), 'float16', 0.5)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from screening.config import FrozenConfig, require
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "PAPER_SPACING_MM",
+    "PAPER_WINDOW_HU",
+    "PreprocessConfig",
+    "grid_shape",
+    "preprocess_volume",
+    "resample_labels_nearest",
+    "resample_linear",
+    "window_unit",
+    "write_prep",
+]
+
+log = logging.getLogger(__name__)
+
+#: The paper's model grid (z, y, x) mm and HU window.
+PAPER_SPACING_MM: tuple[float, float, float] = (2.5, 0.7, 0.7)
+PAPER_WINDOW_HU: tuple[float, float] = (-200.0, 250.0)
+
+_SLAB_VOXELS = 1 << 23  # output voxels per slab (~32 MB float32 per temporary)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessConfig(FrozenConfig):
+    """Model grid and intensity window.
+
+    Parameters
+    ----------
+    spacing_mm : (z, y, x) mm
+        Target voxel spacing (default: the paper's 2.5 × 0.7 × 0.7 mm).
+    window_hu : (low, high) HU
+        Clipped and rescaled linearly to [0, 1].
+    """
+
+    spacing_mm: tuple[float, float, float] = PAPER_SPACING_MM
+    window_hu: tuple[float, float] = PAPER_WINDOW_HU
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.spacing_mm) == 3 and all(s > 0 for s in self.spacing_mm),
+            f"spacing_mm must be three positive mm values (z, y, x), got {self.spacing_mm}",
+        )
+        lo, hi = self.window_hu
+        require(lo < hi, f"window_hu must be (low, high) with low < high, got {self.window_hu}")
+
+
+def grid_shape(
+    shape: Sequence[int], spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]
+) -> tuple[int, int, int]:
+    """Shape of the grid with ``target_spacing_mm`` covering the same physical extent."""
+    out = tuple(
+        max(1, round(n * s / t))
+        for n, s, t in zip(shape, spacing_mm, target_spacing_mm, strict=True)
+    )
+    return (out[0], out[1], out[2])
+
+
+def _axis_taps(
+    n_in: int, n_out: int, step: float, offset: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Neighbour indices and right-hand weights for output positions ``offset + i * step``."""
+    import torch
+
+    pos = (torch.arange(n_out, dtype=torch.float64) * step + offset).clamp_(0.0, n_in - 1.0)
+    left = pos.floor().long()
+    right = (left + 1).clamp_(max=n_in - 1)
+    return left, right, (pos - left).float()
+
+
+def _lerp_axis(
+    t: torch.Tensor, axis: int, taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    left, right, w = taps
+    a = t.index_select(axis, left).float()
+    b = t.index_select(axis, right).float()
+    shape = [1] * t.ndim
+    shape[axis] = w.numel()
+    return a.lerp_(b, w.view(shape))
+
+
+def _is_identity(n_in: int, n_out: int, step: float, offset: float) -> bool:
+    return n_in == n_out and offset == 0.0 and math.isclose(step, 1.0, rel_tol=0, abs_tol=1e-9)
+
+
+def resample_linear(
+    volume: NDArray[Any],
+    step_zyx: Sequence[float],
+    out_shape: Sequence[int],
+    *,
+    offset_zyx: Sequence[float] = (0.0, 0.0, 0.0),
+    out: NDArray[Any] | None = None,
+    transform: Any = None,
+) -> NDArray[Any]:
+    """Trilinear resampling of the last three axes of ``volume`` onto a scaled grid.
+
+    Parameters
+    ----------
+    volume : (..., nz, ny, nx) array, any real dtype
+        Leading axes (e.g. class channels) are carried along.
+    step_zyx
+        Input index distance between neighbouring output voxels, per axis
+        (``out_spacing / in_spacing``).
+    out_shape : (nz, ny, nx)
+    offset_zyx
+        Input index of output voxel 0 (0: the first voxel centres coincide).
+    out
+        Optional preallocated result (any float dtype); a new float32 array otherwise.
+    transform
+        Optional function applied to each float32 torch slab before it is stored (e.g. the
+        window), so the whole float32 volume never exists at once.
+    """
+    import torch
+
+    lead = volume.shape[:-3]
+    n_in = volume.shape[-3:]
+    nz, ny, nx = (int(n) for n in out_shape)
+    if out is None:
+        out = np.empty((*lead, nz, ny, nx), dtype=np.float32)
+    src = torch.from_numpy(np.ascontiguousarray(volume))
+    taps = [
+        None
+        if _is_identity(n_in[a], n, step_zyx[a], offset_zyx[a])
+        else _axis_taps(n_in[a], n, step_zyx[a], offset_zyx[a])
+        for a, n in enumerate((nz, ny, nx))
+    ]
+    nd = len(lead)
+    slab = max(1, _SLAB_VOXELS // max(1, ny * nx * int(np.prod(lead, dtype=np.int64))))
+    dst = torch.from_numpy(out)
+    for z0 in range(0, nz, slab):
+        z1 = min(nz, z0 + slab)
+        if taps[0] is None:
+            part = src[..., z0:z1, :, :].float()
+        else:
+            left, right, w = taps[0]
+            part = _lerp_axis(src, nd, (left[z0:z1], right[z0:z1], w[z0:z1]))
+        for axis in (1, 2):
+            t = taps[axis]
+            if t is not None:
+                part = _lerp_axis(part, nd + axis, t)
+        if transform is not None:
+            part = transform(part)
+        dst[..., z0:z1, :, :] = part
+    return out
+
+
+def resample_labels_nearest(
+    labels: NDArray[np.integer[Any]], step_zyx: Sequence[float], out_shape: Sequence[int]
+) -> NDArray[np.integer[Any]]:
+    """Nearest-neighbour resampling of a label volume on the same grid convention."""
+    idx = [
+        np.clip(np.rint(np.arange(n) * step), 0, n_in - 1).astype(np.intp)
+        for n, step, n_in in zip(out_shape, step_zyx, labels.shape, strict=True)
+    ]
+    return labels[np.ix_(*idx)]
+
+
+def window_unit(hu: torch.Tensor, window_hu: tuple[float, float]) -> torch.Tensor:
+    """Clip to ``window_hu`` and rescale linearly to [0, 1] (in place on float tensors)."""
+    lo, hi = window_hu
+    return hu.clamp_(lo, hi).sub_(lo).mul_(1.0 / (hi - lo))
+
+
+def preprocess_volume(
+    ct_hu: NDArray[np.int16],
+    spacing_mm: Sequence[float],
+    cfg: PreprocessConfig,
+    *,
+    threads: int | None = None,
+) -> NDArray[np.float16]:
+    """Resample ``ct_hu`` (z, y, x) to ``cfg.spacing_mm`` and window it: float16 in [0, 1].
+
+    ``threads`` sets torch's CPU thread count for the call (None keeps the current setting).
+    """
+    import torch
+
+    require(ct_hu.ndim == 3, f"ct_hu must be 3-D (z, y, x), got shape {ct_hu.shape}")
+    shape = grid_shape(ct_hu.shape, spacing_mm, cfg.spacing_mm)
+    step = [t / s for s, t in zip(spacing_mm, cfg.spacing_mm, strict=True)]
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        prep = np.empty(shape, dtype=np.float16)
+        resample_linear(
+            ct_hu, step, shape, out=prep, transform=lambda t: window_unit(t, cfg.window_hu)
+        )
+    finally:
+        torch.set_num_threads(before)
+    return prep
+
+
+def write_prep(
+    store_path: Any, cfg: PreprocessConfig, *, threads: int | None = None
+) -> dict[str, Any]:
+    """Read ``ct`` from a scan store, preprocess it and write ``prep`` (atomically).
+
+    An existing ``prep`` made with the same configuration is kept (a task that ran twice).
+    Returns a small record: shape, spacing and the configuration digest.
+    """
+    from screening.ingest.store import open_scan_store, write_derived_array
+
+    store = open_scan_store(store_path)
+    digest = cfg.digest()
+    existing = store.derived_attrs("prep")
+    if existing is not None and existing.get("preprocess_digest") == digest:
+        return {"prep_shape": existing["shape"], "reused": True, "preprocess_digest": digest}
+    prep = preprocess_volume(store.read("ct"), store.spacing_mm, cfg, threads=threads)
+    attrs = {
+        "spacing_mm": [float(s) for s in cfg.spacing_mm],
+        "origin_mm": [float(o) for o in store.origin_mm],
+        "window_hu": [float(w) for w in cfg.window_hu],
+        "preprocess": cfg.to_dict(),
+        "preprocess_digest": digest,
+        "shape": list(prep.shape),
+    }
+    write_derived_array(store.path, "prep", prep, attrs)
+    return {"prep_shape": list(prep.shape), "reused": False, "preprocess_digest": digest}
