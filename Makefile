@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench lint clean demo-weights
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,31 @@ demo: $(STAMP)
 	test -f $(DEMO_OUT)/demo.key || $(BIN)/screening keygen $(DEMO_OUT)/demo.key
 	$(BIN)/screening ingest --store $(DEMO_OUT)/store --manifest $(DEMO_OUT)/cohort/manifest.csv \
 		--key-file $(DEMO_OUT)/demo.key
+	$(BIN)/screening segment $(DEMO_OUT)/store --model demo --cascade
+
+# How the shipped demo weights (screening/model/weights/demo) were made: a synthetic cohort
+# (seed 1001, not the demo's seed 7 nor the benchmark's held-out seed 2024), ingested like user
+# data, then `screening train` twice: the cascade's coarse model and the fine model. ~25 min on
+# 2 CPU cores. The commands land in each model card.
+WEIGHTS_WORK ?= build/demo-weights
+DEMO_WEIGHTS := screening/model/weights/demo
+DEMO_NOTE := Trained on synthetic phantoms only (screening synth); NOT for real CT. Reproduce with make demo-weights.
+demo-weights: $(STAMP)
+	$(BIN)/screening synth --out $(WEIGHTS_WORK)/cohort --n 80 --seed 1001 --prevalence 0.4 \
+		--quiet --overwrite
+	test -f $(WEIGHTS_WORK)/train.key || $(BIN)/screening keygen $(WEIGHTS_WORK)/train.key
+	$(BIN)/screening ingest --store $(WEIGHTS_WORK)/store --quiet \
+		--manifest $(WEIGHTS_WORK)/cohort/manifest.csv --key-file $(WEIGHTS_WORK)/train.key
+	$(BIN)/screening train --data $(WEIGHTS_WORK)/store --out $(WEIGHTS_WORK)/coarse --quiet \
+		--spacing-mm 10,6,6 --channels 8,16,32,64 --res-units 1 --patch 16,48,48 \
+		--batch-size 4 --epochs 20 --iters-per-epoch 30 --notes "$(DEMO_NOTE)"
+	$(BIN)/screening train --data $(WEIGHTS_WORK)/store --out $(WEIGHTS_WORK)/fine --quiet \
+		--spacing-mm 4,2.5,2.5 --patch 32,96,96 --epochs 40 --iters-per-epoch 50 \
+		--notes "$(DEMO_NOTE)"
+	mkdir -p $(DEMO_WEIGHTS)/coarse
+	cp $(WEIGHTS_WORK)/fine/weights.pt $(WEIGHTS_WORK)/fine/model_card.json $(DEMO_WEIGHTS)/
+	cp $(WEIGHTS_WORK)/coarse/weights.pt $(WEIGHTS_WORK)/coarse/model_card.json \
+		$(DEMO_WEIGHTS)/coarse/
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from screening._version import __version__
 from screening.errors import ConfigError
+from screening.fsutil import atomic_write_json
 from screening.ingest.pseudonym import PseudonymKey
 from screening.schemas import load_table_schema
 from screening.tables import compact_dataset, read_dataset, write_part
@@ -77,9 +78,7 @@ def check_store_key(store_root: str | os.PathLike[str], key: PseudonymKey | None
         "key_fingerprint": fingerprint,
         "engine_version": __version__,
     }
-    tmp = meta_path.with_name(f".{STORE_META}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, meta_path)
+    atomic_write_json(meta_path, meta)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from screening.config import FrozenConfig, require
 from screening.errors import StoreError
+from screening.fsutil import atomic_write_text
 from screening.ingest.volume import ScanVolume
 from screening.schemas import load_store_layout
 
@@ -177,15 +178,6 @@ def _chunk_encoder(cfg: StoreConfig) -> Any:
     return lambda block: codec.encode(block)
 
 
-def _fsync_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_scan_store(
     store_root: str | os.PathLike[str],
     scan_id: str,
@@ -234,7 +226,7 @@ def write_scan_store(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_write(final / COMPLETION_MARKER, json.dumps({"scan_id": scan_id}) + "\n")
+    atomic_write_text(final / COMPLETION_MARKER, json.dumps({"scan_id": scan_id}) + "\n")
     return final
 
 

@@ -15,13 +15,13 @@ import io
 import json
 import os
 import platform
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screening._version import __version__
 from screening.errors import ConfigError, ModelFileError
+from screening.fsutil import atomic_write_bytes, atomic_write_json
 from screening.model.network import LABELS, NetworkConfig, build_network
 from screening.preprocess import PreprocessConfig
 
@@ -60,15 +60,6 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_model(
     out_dir: str | os.PathLike[str],
     network: torch.nn.Module,
@@ -99,8 +90,8 @@ def save_model(
         "weights": {"file": WEIGHTS_NAME, "sha256": sha, "bytes": len(data)},
         "versions": library_versions(),
     }
-    _atomic_write_bytes(out / WEIGHTS_NAME, data)
-    _atomic_write_bytes(out / CARD_NAME, (json.dumps(full, indent=2) + "\n").encode())
+    atomic_write_bytes(out / WEIGHTS_NAME, data)
+    atomic_write_json(out / CARD_NAME, full)
     return sha
 
 

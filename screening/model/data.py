@@ -47,16 +47,30 @@ class LabelledScan:
     fg_index: dict[int, NDArray[np.int32]]  # label → (n, 3) voxel indices (subsampled)
 
 
+def _source_name(store_path: Path) -> str:
+    """The scan's source path as the user named it (independent of the pseudonymisation key)."""
+    import json
+
+    meta = json.loads((store_path / "zarr.json").read_text())
+    scan = meta.get("attributes", {}).get("scan", {})
+    return str(scan.get("source_path") or store_path.name)
+
+
 def labelled_store_paths(store_root: str | os.PathLike[str]) -> list[Path]:
-    """Complete scan stores under ``STORE/scans`` that carry a ``seg_reference``."""
+    """Complete scan stores under ``STORE/scans`` that carry a ``seg_reference``.
+
+    Ordered by source path, not by scan id: scan ids depend on the pseudonymisation key, and
+    training must not (the same data under another key gives the same run).
+    """
     from screening.ingest.store import is_complete
 
     root = Path(store_root) / "scans"
-    return sorted(
+    found = [
         p
         for p in root.glob("*.zarr")
         if is_complete(p) and (p / "seg_reference" / "zarr.json").is_file()
-    )
+    ]
+    return sorted(found, key=lambda p: (_source_name(p), p.name))
 
 
 def load_labelled_scan(
@@ -87,14 +101,15 @@ def load_labelled_scan(
 
 
 def split_train_val(paths: Sequence[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
-    """Deterministic split by a hash of each store's name (stable as the cohort grows)."""
+    """Deterministic split by a hash of each scan's source path (stable as the cohort grows)."""
     if len(paths) < 2:
         raise InputError(
             f"training needs at least 2 labelled scans (one for validation), found {len(paths)}"
         )
 
     def bucket(p: Path) -> float:
-        h = hashlib.sha256(p.name.encode()).digest()
+        name = _source_name(p) if (p / "zarr.json").is_file() else p.name
+        h = hashlib.sha256(name.encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64
 
     val = [p for p in paths if bucket(p) < val_fraction]

@@ -72,7 +72,7 @@ class InferenceConfig(FrozenConfig):
     sw_batch_size: int = 4
     blend: Literal["gaussian", "constant"] = "gaussian"
     cascade: bool = False
-    cascade_margin_mm: float = 20.0
+    cascade_margin_mm: float = 30.0
     bf16: bool = True
     channels_last: bool = True
     largest_component: bool = True
@@ -193,9 +193,13 @@ def _probs_to_native(
     native_shape: Sequence[int],
     native_spacing_mm: Sequence[float],
     *,
+    offset_zyx: Sequence[float] = (0.0, 0.0, 0.0),
     slab_voxels: int = 1 << 22,
 ) -> NDArray[np.uint8]:
-    """Interpolate probabilities onto the native grid (slab by slab) and take the arg-max."""
+    """Interpolate probabilities onto the native grid (slab by slab) and take the arg-max.
+
+    ``offset_zyx`` is the model-grid index of native voxel 0 (non-zero for a cropped region).
+    """
     from screening.preprocess import resample_linear
 
     step = [n / m for n, m in zip(native_spacing_mm, model_spacing_mm, strict=True)]
@@ -204,12 +208,17 @@ def _probs_to_native(
     slab = max(1, slab_voxels // max(1, labels.shape[1] * labels.shape[2]))
     for z0 in range(0, nz, slab):
         z1 = min(nz, z0 + slab)
-        # The slab's output positions start at z0 * step; take the source rows they need.
-        lo = int(np.floor(z0 * step[0]))
-        hi = min(probs.shape[1], int(np.ceil((z1 - 1) * step[0])) + 2)
-        part = probs[:, lo:hi]
+        # The slab's output positions start at model index offset + z0 * step; take the source
+        # rows they need.
+        start = offset_zyx[0] + z0 * step[0]
+        lo = min(max(0, int(np.floor(start))), probs.shape[1] - 1)
+        hi = min(probs.shape[1], int(np.ceil(offset_zyx[0] + (z1 - 1) * step[0])) + 2)
+        part = probs[:, lo : max(hi, lo + 1)]
         sub = resample_linear(
-            part, step, (z1 - z0, *labels.shape[1:]), offset_zyx=(z0 * step[0] - lo, 0.0, 0.0)
+            part,
+            step,
+            (z1 - z0, *labels.shape[1:]),
+            offset_zyx=(start - lo, offset_zyx[1], offset_zyx[2]),
         )
         labels[z0:z1] = np.argmax(sub, axis=0).astype(np.uint8)
     return labels
@@ -258,8 +267,14 @@ def segment_volume(
     *,
     device: str = "auto",
     threads: int | None = None,
+    prep: NDArray[Any] | None = None,
 ) -> SegmentationResult:
-    """Segment one native CT volume (z, y, x HU) into 0/1/2 labels on the same grid."""
+    """Segment one native CT volume (z, y, x HU) into 0/1/2 labels on the same grid.
+
+    ``prep`` is the whole volume already preprocessed for this model (the scan store's
+    ``prep``, written by a CPU task); without it the CT (or the cascade's box of it) is
+    preprocessed here.
+    """
     import torch
 
     from screening.preprocess import preprocess_volume
@@ -278,15 +293,37 @@ def segment_volume(
         labels = np.zeros(ct_hu.shape, dtype=np.uint8)
         if box is None and cfg.cascade:
             return SegmentationResult(labels, seconds, dev, ((0, 0),) * 3)
-        region = box or (slice(None), slice(None), slice(None))
-        sub = ct_hu[region]
+        region = box or (
+            slice(0, ct_hu.shape[0]),
+            slice(0, ct_hu.shape[1]),
+            slice(0, ct_hu.shape[2]),
+        )
+        model_sp = model.preprocess_cfg.spacing_mm
         t1 = time.perf_counter()
-        prep = preprocess_volume(sub, spacing_mm, model.preprocess_cfg)
+        if prep is None:
+            image = preprocess_volume(ct_hu[region], spacing_mm, model.preprocess_cfg)
+            offset = (0.0, 0.0, 0.0)
+        else:
+            # Crop the model-grid box that covers the native region (with one voxel to spare).
+            starts = [
+                int(np.floor(r.start * n / m))
+                for r, n, m in zip(region, spacing_mm, model_sp, strict=True)
+            ]
+            stops = [
+                int(np.ceil((r.stop - 1) * n / m)) + 2
+                for r, n, m in zip(region, spacing_mm, model_sp, strict=True)
+            ]
+            image = prep[tuple(slice(a, b) for a, b in zip(starts, stops, strict=True))]
+            offset = tuple(
+                r.start * n / m - a
+                for r, n, m, a in zip(region, spacing_mm, model_sp, starts, strict=True)
+            )
         t2 = time.perf_counter()
-        probs = predict_probabilities(model.network, prep, _roi_size(model, cfg), cfg, dev)
+        probs = predict_probabilities(model.network, image, _roi_size(model, cfg), cfg, dev)
         t3 = time.perf_counter()
+        native_shape = tuple(r.stop - r.start for r in region)
         labels[region] = _probs_to_native(
-            probs, model.preprocess_cfg.spacing_mm, sub.shape, spacing_mm
+            probs, model_sp, native_shape, spacing_mm, offset_zyx=offset
         )
         if cfg.largest_component:
             keep_largest_component(labels)

@@ -11,12 +11,12 @@ loadable model directory. The full training state is saved after every epoch und
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +26,7 @@ import numpy as np
 
 from screening.config import FrozenConfig, require
 from screening.errors import ConfigError, InputError
+from screening.fsutil import atomic_write_bytes, atomic_write_json
 from screening.model.checkpoint import save_model
 from screening.model.data import PatchSampler, iter_loaded, labelled_store_paths, split_train_val
 from screening.model.inference import (
@@ -132,12 +133,6 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_iters
     frac = (step - cfg.warmup_iters) / max(1, total - cfg.warmup_iters)
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac))))
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _validate(
@@ -298,10 +293,10 @@ def train(
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        tmp = weights_path.with_name(f".state.{uuid.uuid4().hex}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, weights_path)
-        _atomic_json(
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(weights_path, buf.getvalue())
+        atomic_write_json(
             meta_path,
             {
                 "identity": identity,

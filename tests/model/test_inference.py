@@ -18,7 +18,7 @@ from screening.model import (
     segment_volume,
 )
 from screening.model.inference import _probs_to_native
-from screening.preprocess import resample_linear
+from screening.preprocess import preprocess_volume, resample_linear
 from screening.reasons import ContrastPhase
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 
@@ -43,13 +43,16 @@ def test_dice_known_values() -> None:
     assert d[1] == pytest.approx(0.5) and d[2] == 1.0  # spleen empty in both
 
 
-def test_probabilities_map_back_slab_by_slab_like_the_whole_volume() -> None:
+@pytest.mark.parametrize("offset", [(0.0, 0.0, 0.0), (1.3, 0.6, 2.2)])
+def test_probabilities_map_back_slab_by_slab_like_the_whole_volume(offset: tuple) -> None:
     rng = np.random.default_rng(0)
     probs = rng.random((3, 9, 11, 10)).astype(np.float32)
     native_shape, native_sp, model_sp = (37, 20, 26), (1.25, 1.4, 1.1), (5.0, 2.5, 2.9)
     step = [n / m for n, m in zip(native_sp, model_sp, strict=True)]
-    whole = np.argmax(resample_linear(probs, step, native_shape), axis=0)
-    slabbed = _probs_to_native(probs, model_sp, native_shape, native_sp, slab_voxels=3 * 20 * 26)
+    whole = np.argmax(resample_linear(probs, step, native_shape, offset_zyx=offset), axis=0)
+    slabbed = _probs_to_native(
+        probs, model_sp, native_shape, native_sp, offset_zyx=offset, slab_voxels=3 * 20 * 26
+    )
     np.testing.assert_array_equal(slabbed, whole)
 
 
@@ -128,6 +131,13 @@ def test_cascade_looks_at_a_box_and_keeps_the_result(demo_model, held_out: list)
     assert box_voxels < 0.8 * ct.size
     d_full, d_fast = dice_per_label(full.labels, ph.labels), dice_per_label(fast.labels, ph.labels)
     assert d_fast[1] >= d_full[1] - 0.01 and d_fast[2] >= d_full[2] - 0.02
+    # With the whole volume's prep given (as the distributed run does), the box is cropped
+    # from it instead of preprocessed again: the same segmentation up to interpolation.
+    prep = preprocess_volume(ct, ph.spacing_mm, demo_model.preprocess_cfg)
+    cfg = InferenceConfig(cascade=True)
+    given = segment_volume(demo_model, ct, ph.spacing_mm, cfg, device="cpu", prep=prep)
+    agree = dice_per_label(given.labels, fast.labels)
+    assert agree[1] > 0.98 and agree[2] > 0.95
 
 
 def test_segment_store_writes_seg_once(demo_model, labelled_store: Path) -> None:  # type: ignore[no-untyped-def]
