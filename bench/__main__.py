@@ -276,18 +276,23 @@ def _demote(markdown_text: str) -> str:
 
 
 def run_stage_benchmarks(quick: bool) -> list[str]:
-    """The stage benchmarks with their own reports: ingest throughput and store codecs."""
+    """The stage benchmarks with their own reports: ingest, store codecs, segmentation."""
     from bench.bench_ingest import bench_ingest, cpu_model, git_state
     from bench.bench_ingest import to_markdown as ingest_markdown
+    from bench.bench_segmentation import bench_segmentation
+    from bench.bench_segmentation import to_markdown as segmentation_markdown
     from bench.bench_store_codecs import bench_store_codecs, codecs_markdown
 
     print("running: ingest ...", file=sys.stderr, flush=True)
     ingest = bench_ingest(quick)
     print("running: store codecs ...", file=sys.stderr, flush=True)
     codecs = bench_store_codecs(quick=quick)
+    print("running: segmentation (preprocess, U-Net, demo accuracy) ...", file=sys.stderr)
+    segmentation = bench_segmentation(quick)
     return [
         _demote(ingest_markdown(ingest, cpu=cpu_model(), quick=quick, git=git_state())),
         _demote(codecs_markdown(codecs)),
+        _demote(segmentation_markdown(segmentation, cpu_model(), quick)),
     ]
 
 

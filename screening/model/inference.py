@@ -193,16 +193,19 @@ def _probs_to_native(
     native_shape: Sequence[int],
     native_spacing_mm: Sequence[float],
     *,
-    offset_zyx: Sequence[float] = (0.0, 0.0, 0.0),
+    offset_zyx: Sequence[float] | None = None,
     slab_voxels: int = 1 << 22,
 ) -> NDArray[np.uint8]:
     """Interpolate probabilities onto the native grid (slab by slab) and take the arg-max.
 
-    ``offset_zyx`` is the model-grid index of native voxel 0 (non-zero for a cropped region).
+    ``offset_zyx`` is the model-grid index of native voxel 0; None: the two grids cover the
+    same extent (the voxel-centre convention of :mod:`screening.preprocess`).
     """
-    from screening.preprocess import resample_linear
+    from screening.preprocess import centred_offsets, resample_linear
 
     step = [n / m for n, m in zip(native_spacing_mm, model_spacing_mm, strict=True)]
+    if offset_zyx is None:
+        offset_zyx = centred_offsets(step)
     labels = np.empty(tuple(native_shape), dtype=np.uint8)
     nz = labels.shape[0]
     slab = max(1, slab_voxels // max(1, labels.shape[1] * labels.shape[2]))
@@ -251,8 +254,9 @@ def _coarse_box(
         zip(ct_hu.shape, spacing_mm, coarse.preprocess_cfg.spacing_mm, strict=True)
     ):
         idx = np.nonzero(fg.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        lo_mm = idx[0] * s_coarse - cfg.cascade_margin_mm
-        hi_mm = idx[-1] * s_coarse + cfg.cascade_margin_mm
+        # Coarse voxel k's centre lies at native mm (k + 0.5) * s_coarse - s_native / 2.
+        lo_mm = (idx[0] + 0.5) * s_coarse - s_native / 2 - cfg.cascade_margin_mm
+        hi_mm = (idx[-1] + 0.5) * s_coarse - s_native / 2 + cfg.cascade_margin_mm
         lo = max(0, int(np.floor(lo_mm / s_native)))
         hi = min(n_native, int(np.ceil(hi_mm / s_native)) + 1)
         box.append(slice(lo, hi))
@@ -300,24 +304,20 @@ def segment_volume(
         )
         model_sp = model.preprocess_cfg.spacing_mm
         t1 = time.perf_counter()
+        offset: tuple[float, ...] | None = None
         if prep is None:
             image = preprocess_volume(ct_hu[region], spacing_mm, model.preprocess_cfg)
-            offset = (0.0, 0.0, 0.0)
         else:
-            # Crop the model-grid box that covers the native region (with one voxel to spare).
-            starts = [
-                int(np.floor(r.start * n / m))
+            # Crop the model-grid box that covers the native region (with a voxel to spare);
+            # native voxel j sits at model index (j + 0.5) * n / m - 0.5.
+            at = [
+                ((r.start + 0.5) * n / m - 0.5, (r.stop - 0.5) * n / m - 0.5)
                 for r, n, m in zip(region, spacing_mm, model_sp, strict=True)
             ]
-            stops = [
-                int(np.ceil((r.stop - 1) * n / m)) + 2
-                for r, n, m in zip(region, spacing_mm, model_sp, strict=True)
-            ]
+            starts = [max(0, int(np.floor(lo))) for lo, _ in at]
+            stops = [int(np.ceil(hi)) + 2 for _, hi in at]
             image = prep[tuple(slice(a, b) for a, b in zip(starts, stops, strict=True))]
-            offset = tuple(
-                r.start * n / m - a
-                for r, n, m, a in zip(region, spacing_mm, model_sp, starts, strict=True)
-            )
+            offset = tuple(lo - a for (lo, _), a in zip(at, starts, strict=True))
         t2 = time.perf_counter()
         probs = predict_probabilities(model.network, image, _roi_size(model, cfg), cfg, dev)
         t3 = time.perf_counter()
