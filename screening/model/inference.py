@@ -295,8 +295,8 @@ def segment_volume(
             box = _coarse_box(model, ct_hu, spacing_mm, cfg, dev)
             seconds["cascade_s"] = time.perf_counter() - t0
         labels = np.zeros(ct_hu.shape, dtype=np.uint8)
-        if box is None and cfg.cascade:
-            return SegmentationResult(labels, seconds, dev, ((0, 0),) * 3)
+        if box is None and cfg.cascade:  # the coarse pass found nothing: look everywhere
+            log.debug("cascade: coarse model found no organ; running the fine model everywhere")
         region = box or (
             slice(0, ct_hu.shape[0]),
             slice(0, ct_hu.shape[1]),
