@@ -191,7 +191,7 @@ def bench_accuracy(n: int, threads: int, device: str, work: Path) -> dict[str, A
     from screening.ingest.pseudonym import PseudonymKey
     from screening.ingest.store import open_scan_store
     from screening.model import InferenceConfig, dice_per_label, load_model, segment_volume
-    from screening.synthetic import generate_cohort
+    from screening.synthetic.cohort import generate_cohort
 
     cohort, store = work / "cohort", work / "store"
     generate_cohort(cohort, n, HELD_OUT_SEED, prevalence=0.4)
@@ -268,13 +268,13 @@ def bench_accuracy(n: int, threads: int, device: str, work: Path) -> dict[str, A
 def to_markdown(res: dict[str, Any], cpu: str, quick: bool) -> str:
     pre, inf, acc = res["preprocess"], res["inference"], res.get("accuracy")
     lines = [
-        "## Segmentation: preprocessing, U-Net inference, demo-model accuracy",
+        "# Segmentation: preprocessing, U-Net inference, demo-model accuracy",
         "",
         f"Machine: {cpu}; torch threads {res['threads']}; device {inf['device']}"
         + (" (quick run: fewer repeats and scans)" if quick else "")
         + ". Produced by `python -m bench.bench_segmentation`; method in its docstring.",
         "",
-        f"### Preprocess (resample + window), full-size volume {tuple(pre['in_shape'])} → "
+        f"## Preprocess (resample + window), full-size volume {tuple(pre['in_shape'])} → "
         f"{tuple(pre['out_shape'])}",
         "",
         "| case | median s | speed-up vs scipy zoom(order=1) |",
@@ -287,7 +287,7 @@ def to_markdown(res: dict[str, Any], cpu: str, quick: bool) -> str:
     ok = "meets" if best >= GOAL_PREPROCESS_SPEEDUP else "misses"
     lines += ["", f"Goal ≥ {GOAL_PREPROCESS_SPEEDUP:.0f}× faster: best {best:.1f}× ({ok} it).", ""]
     lines += [
-        "### Inference, one full-size scan (300 × 512 × 512)",
+        "## Inference, one full-size scan (300 × 512 × 512)",
         "",
         "| case | model grid mm | runs | preprocess s | cascade s | inference s "
         "| post-process s | total s |",
@@ -310,7 +310,7 @@ def to_markdown(res: dict[str, Any], cpu: str, quick: bool) -> str:
     lines.append("")
     if acc:
         lines += [
-            f"### Demo model on the held-out synthetic cohort (seed {HELD_OUT_SEED}, "
+            f"## Demo model on the held-out synthetic cohort (seed {HELD_OUT_SEED}, "
             f"{acc['n_ok']} of {acc['n_scans']} scans ingested)",
             "",
             "Dice on the native grid against the phantoms' truth, mean (min), without | with "
