@@ -35,7 +35,12 @@ def test_errors_and_lost_workers_do_not_stop_the_rest() -> None:
     assert by_item[0].result == 0 and by_item[7].result == 70
     assert isinstance(by_item[3].error, ValueError)
     assert type(by_item[5].error).__name__ == "KilledWorker"
-    assert all(o.error is None for i, o in by_item.items() if i not in (3, 5))
+    # With two in flight on one worker, the item queued beside 5 when its worker died may be
+    # lost with it (allowed-failures is 0); every other item succeeds.
+    others = {i: o for i, o in by_item.items() if i not in (3, 5)}
+    lost = [i for i, o in others.items() if o.error is not None]
+    assert len(lost) <= 1 and all(type(others[i].error).__name__ == "KilledWorker" for i in lost)
+    assert all(o.result == i * 10 for i, o in others.items() if i not in lost)
 
 
 def test_open_client_local_and_by_address() -> None:
