@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from screening.errors import ConfigError
 
-__all__ = ["FrozenConfig", "require"]
+__all__ = ["FrozenConfig", "pipeline_id", "require"]
 
 
 def require(condition: bool, message: str) -> None:
@@ -89,3 +89,23 @@ class FrozenConfig:
         """sha256 of the canonical JSON form: equal configs give equal digests."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pipeline_id(
+    *,
+    segmenter: str,
+    model_id: str | None,
+    configs: dict[str, FrozenConfig],
+    engine_version: str,
+) -> str:
+    """Identity of a result (DESIGN §4): sha256 of the segmenter, the weights' sha256, every
+    stage's configuration and the engine's major version. Equal inputs give equal ids, so a
+    re-run of the same pipeline finds its earlier rows."""
+    payload = {
+        "segmenter": segmenter,
+        "model_id": model_id,
+        "configs": {name: cfg.to_dict() for name, cfg in sorted(configs.items())},
+        "engine_major": engine_version.split(".")[0],
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

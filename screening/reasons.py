@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ContrastPhase", "ReasonCode", "SourceFormat", "Stage", "Status", "SteatosisGrade"]
+__all__ = [
+    "ContrastPhase",
+    "ReasonCode",
+    "Segmenter",
+    "SourceFormat",
+    "Stage",
+    "Status",
+    "SteatosisGrade",
+]
 
 
 class ReasonCode(StrEnum):
@@ -47,6 +55,12 @@ class ReasonCode(StrEnum):
     NO_LIVER = "NO_LIVER"  # empty liver mask
     LIVER_TRUNCATED = "LIVER_TRUNCATED"  # liver cut off by the field of view
     ORIENTATION_SUSPECT = "ORIENTATION_SUSPECT"  # liver on the patient's left / spleen on right
+    LIVER_VOLUME_IMPLAUSIBLE = "LIVER_VOLUME_IMPLAUSIBLE"  # outside the configured range (ml)
+    NO_SPLEEN = "NO_SPLEEN"  # empty spleen mask: spleen values and L/S withheld
+    ERODED_EMPTY = "ERODED_EMPTY"  # a mask vanishes under erosion: eroded values withheld
+    ROI_MOVED = "ROI_MOVED"  # an AI-ROI shifted along its row, or its slice swapped (see roi.py)
+    ROI_NOT_PLACED = "ROI_NOT_PLACED"  # an AI-ROI circle fits nowhere on its row / slice
+    NO_SEGMENTATION = "NO_SEGMENTATION"  # the scan store has no `seg` / `seg_reference` to measure
     # running
     WORKER_LOST = "WORKER_LOST"  # the worker died while running the task (retried)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # an unexpected exception (a bug): message has the type
@@ -81,6 +95,14 @@ class SteatosisGrade(StrEnum):
     MILD = "mild"
     MODERATE = "moderate"
     SEVERE = "severe"
+
+
+class Segmenter(StrEnum):
+    """Where the measured masks come from: the U-Net (``seg``) or masks given at ingest
+    (``seg_reference``: an expert's or another tool's, measured exactly like ``seg``)."""
+
+    UNET = "unet"
+    REFERENCE = "reference"
 
 
 class ContrastPhase(StrEnum):

@@ -47,6 +47,7 @@ ENUM_FOR_CATEGORY = {
     "stage": reasons.Stage,
     "steatosis_grade": reasons.SteatosisGrade,
     "contrast_phase": reasons.ContrastPhase,
+    "segmenter": reasons.Segmenter,
 }
 
 UNIT_SUFFIX = {"HU": "hu", "mm": "_mm", "ml": "_ml", "s": "_s", "years": "_years", "%": "_pct"}

@@ -162,26 +162,19 @@ def keep_largest_component(labels: NDArray[np.uint8], label_values: Sequence[int
     Components are labelled inside each organ's bounding box only: on a full-size scan that is
     a fraction of the volume, in time and in memory (the int32 component image).
     """
-    from scipy import ndimage
+    from screening.masks import bounding_box, largest_component
 
-    structure = np.ones((3, 3, 3), dtype=bool)
     for value in label_values:
         mask = labels == value
-        spans = [
-            np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)
-        ]
-        if not spans[0].size:
-            continue
-        box = tuple(slice(int(sp[0]), int(sp[-1]) + 1) for sp in spans)
-        sub = mask[box]
+        box = bounding_box(mask)
         del mask
-        comp, n = ndimage.label(sub, structure=structure)
-        if n <= 1:
+        if box is None:
             continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
         view = labels[box]
-        view[sub & (comp != int(np.argmax(sizes)))] = 0
+        sub = view == value
+        kept, n = largest_component(sub)
+        if n > 1:
+            view[sub & ~kept] = 0
 
 
 def dice_per_label(

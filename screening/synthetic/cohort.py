@@ -29,7 +29,8 @@ import numpy as np
 
 from screening.config import FrozenConfig, require
 from screening.errors import ConfigError
-from screening.reasons import ContrastPhase, SourceFormat, SteatosisGrade
+from screening.measure.classify import pdff_from_hu, steatosis_grade
+from screening.reasons import ContrastPhase, SourceFormat
 from screening.schemas import load_table_schema
 from screening.synthetic.phantom import Phantom, PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.writers import (
@@ -47,33 +48,11 @@ __all__ = [
     "ReaderSpec",
     "SiteSpec",
     "generate_cohort",
-    "pdff_from_hu",
-    "steatosis_grade",
 ]
 
 log = logging.getLogger(__name__)
 
 STEATOSIS_THRESHOLD_HU = 40.0  # the paper: steatosis when liver attenuation <= 40 HU
-GRADE_CUTOFFS_PCT = (5.0, 15.0, 25.0)  # PDFF cut-offs for mild / moderate / severe
-
-
-def pdff_from_hu(hu: float) -> float:
-    """MRI-PDFF estimate (%) from unenhanced liver HU: −0.58 × HU + 38.2, clipped to [0, 100]."""
-    return float(np.clip(-0.58 * hu + 38.2, 0.0, 100.0))
-
-
-def steatosis_grade(
-    pdff_pct: float, cutoffs: Sequence[float] = GRADE_CUTOFFS_PCT
-) -> SteatosisGrade:
-    """none / mild / moderate / severe from a PDFF (%) and three ascending cut-offs."""
-    mild, moderate, severe = cutoffs
-    if pdff_pct >= severe:
-        return SteatosisGrade.SEVERE
-    if pdff_pct >= moderate:
-        return SteatosisGrade.MODERATE
-    if pdff_pct >= mild:
-        return SteatosisGrade.MILD
-    return SteatosisGrade.NONE
 
 
 @dataclass(frozen=True, kw_only=True)

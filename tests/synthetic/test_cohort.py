@@ -14,13 +14,9 @@ import pydicom
 import pytest
 
 from screening.errors import ConfigError
+from screening.measure.classify import pdff_from_hu, steatosis_grade
 from screening.schemas import load_table_schema
-from screening.synthetic.cohort import (
-    DEFAULT_SITES,
-    generate_cohort,
-    pdff_from_hu,
-    steatosis_grade,
-)
+from screening.synthetic.cohort import DEFAULT_SITES, generate_cohort
 
 
 def _digest_tree(root: Path) -> dict[str, str]:

@@ -1,0 +1,236 @@
+"""Thin wrappers: measure one scan store, or every scan store of a folder into Parquet.
+
+:func:`measure_store` is the per-scan task of the distributed run: path and frozen config in,
+one small ``measurements`` row out (the overlay PNG goes to disk). :func:`measure_stores` is
+the minimal path to run it over a store without the full run engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from screening._version import __version__
+from screening.config import pipeline_id
+from screening.errors import ScreeningError, StoreError
+from screening.measure.config import MeasureConfig
+from screening.measure.overlay import render_overlay, write_overlay
+from screening.measure.volume import measure_volume, to_model_grid
+from screening.reasons import ReasonCode, Segmenter, Status
+
+__all__ = [
+    "SEGMENTATION_ARRAYS",
+    "MeasureSummary",
+    "measure_pipeline_id",
+    "measure_store",
+    "measure_stores",
+]
+
+log = logging.getLogger(__name__)
+
+#: The scan-store array each segmenter's masks live in.
+SEGMENTATION_ARRAYS = {Segmenter.UNET: "seg", Segmenter.REFERENCE: "seg_reference"}
+
+
+def measure_pipeline_id(model_id: str | None, segmenter: Segmenter, cfg: MeasureConfig) -> str:
+    """``pipeline_id`` of rows measured from ``segmenter``'s masks with ``cfg``.
+
+    The full run composes the preprocess and inference configs in as well; here the masks
+    already exist, so their producer is identified by ``model_id`` (None for reference masks).
+    """
+    return pipeline_id(
+        segmenter=segmenter.value,
+        model_id=model_id,
+        configs={"measure": cfg},
+        engine_version=__version__,
+    )
+
+
+def _identity(store: Any, segmenter: Segmenter, cfg: MeasureConfig) -> tuple[str, str | None, str]:
+    """(scan_id, model_id, pipeline_id) from attributes only, before any array is read."""
+    scan = store.attrs.get("scan", {})
+    array = SEGMENTATION_ARRAYS[segmenter]
+    seg_attrs = store.derived_attrs(array) or {}
+    model_id = seg_attrs.get("model_id") if segmenter is Segmenter.UNET else None
+    scan_id = str(scan.get("scan_id") or store.path.stem)
+    return scan_id, model_id, measure_pipeline_id(model_id, segmenter, cfg)
+
+
+def overlay_relpath(scan_id: str, pid: str) -> str:
+    """Where a scan's overlay lives under RESULTS (one folder per pipeline)."""
+    return f"overlays/{pid[:16]}/{scan_id}.png"
+
+
+def measure_store(
+    store_path: str | os.PathLike[str],
+    cfg: MeasureConfig,
+    *,
+    segmenter: Segmenter = Segmenter.UNET,
+    results_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Measure one scan store; return its ``measurements`` row.
+
+    With ``results_dir`` the QC overlay is written to ``results_dir/overlays/...`` and named in
+    ``overlay_file``. Raises :class:`StoreError` (reason NO_SEGMENTATION) when the store has no
+    masks from ``segmenter``.
+    """
+    from screening.ingest.store import open_scan_store
+
+    t0 = time.perf_counter()
+    store = open_scan_store(store_path)
+    scan = store.attrs.get("scan", {})
+    array = SEGMENTATION_ARRAYS[segmenter]
+    if not store.has(array):
+        hint = (
+            "run `screening segment` first"
+            if segmenter is Segmenter.UNET
+            else "give liver_mask / spleen_mask columns in the ingest manifest"
+        )
+        raise StoreError(
+            f"scan store has no `{array}` to measure with segmenter {segmenter.value}: {hint}",
+            reason=ReasonCode.NO_SEGMENTATION,
+            path=store.path,
+        )
+    seg_attrs = store.derived_attrs(array) or {}
+    scan_id, model_id, pid = _identity(store, segmenter, cfg)
+    ct = store.read("ct")
+    labels = store.read(array)
+    spacing = store.spacing_mm
+    if cfg.grid == "model":
+        ct, labels = to_model_grid(ct, labels, spacing, cfg.model_spacing_mm)
+        spacing = cfg.model_spacing_mm
+    m = measure_volume(ct, labels, spacing, cfg, contrast_header=bool(scan.get("contrast_header")))
+    row: dict[str, Any] = {
+        "scan_id": scan_id,
+        "pipeline_id": pid,
+        "model_id": model_id,
+        "segmenter": segmenter.value,
+        "cohort": scan.get("cohort", "default"),
+        **m.row(),
+        "device": seg_attrs.get("device"),
+        "engine_version": __version__,
+    }
+    if results_dir is not None:
+        rel = overlay_relpath(scan_id, pid)
+        head = f"scan {scan_id[:12]}  |  segmenter {segmenter.value}"
+        png = render_overlay(ct, m, head=head, threshold_hu=cfg.steatosis_threshold_hu)
+        write_overlay(Path(results_dir) / rel, png)
+        row["overlay_file"] = rel
+    row["measure_s"] = time.perf_counter() - t0
+    row["measured_at"] = datetime.now(UTC)
+    return row
+
+
+def failure_row(
+    store_path: str | os.PathLike[str], segmenter: Segmenter, error: BaseException
+) -> dict[str, Any]:
+    """A ``measurements`` row for a scan that could not be measured (never silently dropped)."""
+    path = Path(store_path)
+    reason = getattr(error, "reason", None) or ReasonCode.INTERNAL_ERROR
+    message = (
+        str(error) if isinstance(error, ScreeningError) else f"{type(error).__name__}: {error}"
+    )
+    cohort = "default"
+    try:
+        from screening.ingest.store import open_scan_store
+
+        cohort = open_scan_store(path).attrs.get("scan", {}).get("cohort", cohort)
+    except ScreeningError:
+        pass
+    return {
+        "scan_id": path.stem,
+        "pipeline_id": "",
+        "segmenter": segmenter.value,
+        "cohort": cohort,
+        "status": Status.FAILED.value,
+        "reason": ReasonCode(reason).value,
+        "message": message,
+        "engine_version": __version__,
+        "measured_at": datetime.now(UTC),
+    }
+
+
+@dataclass
+class MeasureSummary:
+    """Counts of one :func:`measure_stores` call."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
+    n_skipped: int = 0
+    seconds: float = 0.0
+    files: list[Path] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
+        if row.get("reason"):
+            self.by_reason[row["reason"]] = self.by_reason.get(row["reason"], 0) + 1
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.by_status.items())) or "nothing"
+        text = f"measured: {counts}; {self.n_skipped} already done; {self.seconds:.1f} s"
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.by_reason.items()))
+        return text + (f"\n  reasons: {reasons}" if reasons else "")
+
+
+def _done_keys(results: Path) -> set[tuple[str, str]]:
+    from screening.schemas import load_table_schema
+    from screening.tables import read_dataset
+
+    table = read_dataset(results / "measurements", load_table_schema("measurements"))
+    ok = [s != Status.FAILED.value for s in table["status"].to_pylist()]
+    keys = zip(table["scan_id"].to_pylist(), table["pipeline_id"].to_pylist(), strict=True)
+    return {k for k, good in zip(keys, ok, strict=True) if good}
+
+
+def measure_stores(
+    store_root: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    cfg: MeasureConfig,
+    *,
+    segmenter: Segmenter = Segmenter.UNET,
+    overlays: bool = True,
+    progress: bool = False,
+) -> MeasureSummary:
+    """Measure every complete scan store under ``STORE/scans`` into ``RESULTS/measurements``.
+
+    Runs in this process, one scan after another (the distributed run does the same per-scan
+    task on a cluster). A scan already measured by the same pipeline is skipped; a scan that
+    cannot be measured becomes a ``failed`` row with its reason.
+    """
+    from screening.ingest.store import is_complete, open_scan_store
+    from screening.schemas import load_table_schema
+    from screening.tables import write_part
+
+    t0 = time.perf_counter()
+    results = Path(results_dir)
+    paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))
+    done = _done_keys(results)
+    summary = MeasureSummary()
+    items: Iterable[Path] = paths
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(paths, desc="measure", unit="scan")
+    rows = []
+    for p in items:
+        try:
+            if _identity(open_scan_store(p), segmenter, cfg)[::2] in done:
+                summary.n_skipped += 1
+                continue
+            row = measure_store(
+                p, cfg, segmenter=segmenter, results_dir=results if overlays else None
+            )
+        except ScreeningError as e:  # expected per-scan problems; bugs still raise
+            row = failure_row(p, segmenter, e)
+            log.warning("%s: %s", p.name, e)
+        summary.add(row)
+        rows.append(row)
+    summary.files = write_part(results / "measurements", load_table_schema("measurements"), rows)
+    summary.seconds = time.perf_counter() - t0
+    return summary
