@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-# Synthetic cohort -> key (made once) -> ingest into a scan store on the embedded Dask cluster.
+# Synthetic cohort -> key (made once) -> ingest into a scan store on the embedded Dask cluster
+# -> segment with the shipped demo weights -> measure into demo-output/results (Parquet + PNG).
 demo: $(STAMP)
 	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 24 --seed 7 --size small --overwrite
 	test -f $(DEMO_OUT)/demo.key || $(BIN)/screening keygen $(DEMO_OUT)/demo.key
 	$(BIN)/screening ingest --store $(DEMO_OUT)/store --manifest $(DEMO_OUT)/cohort/manifest.csv \
 		--key-file $(DEMO_OUT)/demo.key
 	$(BIN)/screening segment $(DEMO_OUT)/store --model demo --cascade
+	$(BIN)/screening measure $(DEMO_OUT)/store --out $(DEMO_OUT)/results
 
 # How the shipped demo weights (screening/model/weights/demo) were made: a synthetic cohort
 # (seed 1001, not the demo's seed 7 nor the benchmark's held-out seed 2024), ingested like user

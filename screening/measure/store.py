@@ -128,24 +128,34 @@ def measure_store(
 
 
 def failure_row(
-    store_path: str | os.PathLike[str], segmenter: Segmenter, error: BaseException
+    store_path: str | os.PathLike[str],
+    segmenter: Segmenter,
+    cfg: MeasureConfig,
+    error: BaseException,
 ) -> dict[str, Any]:
-    """A ``measurements`` row for a scan that could not be measured (never silently dropped)."""
+    """A ``measurements`` row for a scan that could not be measured (never silently dropped).
+
+    Its ``pipeline_id`` is the one a successful measurement would have had, so a later
+    success supersedes it (compaction keeps the latest row per key).
+    """
+    from screening.ingest.store import open_scan_store
+
     path = Path(store_path)
     reason = getattr(error, "reason", None) or ReasonCode.INTERNAL_ERROR
     message = (
         str(error) if isinstance(error, ScreeningError) else f"{type(error).__name__}: {error}"
     )
-    cohort = "default"
+    scan_id, cohort = path.stem, "default"
+    pid = measure_pipeline_id(None, segmenter, cfg)
     try:
-        from screening.ingest.store import open_scan_store
-
-        cohort = open_scan_store(path).attrs.get("scan", {}).get("cohort", cohort)
+        store = open_scan_store(path)
+        scan_id, _, pid = _identity(store, segmenter, cfg)
+        cohort = store.attrs.get("scan", {}).get("cohort", cohort)
     except ScreeningError:
         pass
     return {
-        "scan_id": path.stem,
-        "pipeline_id": "",
+        "scan_id": scan_id,
+        "pipeline_id": pid,
         "segmenter": segmenter.value,
         "cohort": cohort,
         "status": Status.FAILED.value,
@@ -227,7 +237,7 @@ def measure_stores(
                 p, cfg, segmenter=segmenter, results_dir=results if overlays else None
             )
         except ScreeningError as e:  # expected per-scan problems; bugs still raise
-            row = failure_row(p, segmenter, e)
+            row = failure_row(p, segmenter, cfg, e)
             log.warning("%s: %s", p.name, e)
         summary.add(row)
         rows.append(row)

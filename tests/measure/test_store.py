@@ -20,7 +20,7 @@ from screening.cli import main
 from screening.engine import ClusterConfig
 from screening.ingest import ingest, read_manifest
 from screening.ingest.store import StoreConfig, open_scan_store, write_scan_store
-from screening.measure import MeasureConfig, measure_store, measure_stores
+from screening.measure import MeasureConfig, measure_pipeline_id, measure_store, measure_stores
 from screening.measure.overlay import render_overlay
 from screening.measure.volume import measure_volume
 from screening.reasons import Segmenter
@@ -151,6 +151,8 @@ def test_missing_segmentation_is_a_failed_row_not_a_stop(store: Path, tmp_path: 
     assert all(
         r["status"] == "failed" and "screening segment" in r["message"] for r in rows.values()
     )
+    pid = measure_pipeline_id(None, Segmenter.UNET, MeasureConfig())  # no seg, so no model
+    assert {r["pipeline_id"] for r in rows.values()} == {pid}
     with pytest.raises(Exception, match="no `seg`"):
         measure_store(next((store / "scans").glob("*.zarr")), MeasureConfig())
 
