@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -41,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import HELD_OUT_SEED, emit, held_out_store
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_PREPROCESS_SPEEDUP = 10.0
 GOAL_DICE = {"liver": 0.95, "spleen": 0.90}
-HELD_OUT_SEED = 2024
 
 
 def _median_times(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
@@ -186,23 +186,11 @@ def peak_memory(device: str, threads: int, cascade: bool) -> dict[str, Any]:
 
 
 def bench_accuracy(n: int, threads: int, device: str, work: Path) -> dict[str, Any]:
-    from screening.engine import ClusterConfig
-    from screening.ingest import ingest, read_catalog, read_manifest
-    from screening.ingest.pseudonym import PseudonymKey
+    from screening.ingest import read_catalog
     from screening.ingest.store import open_scan_store
     from screening.model import InferenceConfig, dice_per_label, load_model, segment_volume
-    from screening.synthetic.cohort import generate_cohort
 
-    cohort, store = work / "cohort", work / "store"
-    generate_cohort(cohort, n, HELD_OUT_SEED, prevalence=0.4)
-    ingest(
-        [],
-        store,
-        cohort="held-out",
-        manifest=read_manifest(cohort / "manifest.csv", "held-out"),
-        key=PseudonymKey(os.urandom(32)),
-        cluster=ClusterConfig(workers=1),
-    )
+    cohort, store = held_out_store(work, n)
     scans = read_catalog(store).to_pylist()
     with (cohort / "truth.csv").open() as f:
         truth = {r["case_id"]: r for r in csv.DictReader(f)}
@@ -388,12 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         paper_grid=not args.skip_paper_grid,
         cohort_n=args.cohort_n,
     )
-    md = to_markdown(res, cpu_model(), args.quick)
-    print(md)
-    if args.out:
-        args.out.write_text(md + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    emit(to_markdown(res, cpu_model(), args.quick), res, args.out, args.json)
     return 0
 
 
