@@ -126,10 +126,13 @@ def _none_if_empty(values: Sequence[float | None]) -> float | None:
     return float(np.mean(present)) if len(present) == len(values) and present else None
 
 
-def _attenuation_for_pdff(m: dict[str, Any], source: str) -> float | None:
-    key = {"roi": "liver_hu_roi", "3d": "liver_hu_3d", "3d_eroded": "liver_hu_3d_eroded"}
-    value: float | None = m.get(key.get(source, "liver_hu_2d"))
-    return value
+#: MeasureConfig.pdff_source → the measurement column it names.
+_PDFF_SOURCE_COLUMN = {
+    "roi": "liver_hu_roi",
+    "3d": "liver_hu_3d",
+    "3d_eroded": "liver_hu_3d_eroded",
+    "2d": "liver_hu_2d",
+}
 
 
 def measure_volume(
@@ -268,7 +271,7 @@ def measure_volume(
         values["steatosis_2d"] = at_or_below(values["liver_hu_2d"])
         values["steatosis_roi"] = at_or_below(liver_hu_roi)
         values["steatosis_ls"] = None if ratio is None else bool(ratio < cfg.ls_ratio_threshold)
-        hu_for_pdff = _attenuation_for_pdff(values, cfg.pdff_source)
+        hu_for_pdff = values[_PDFF_SOURCE_COLUMN[cfg.pdff_source]]
         if hu_for_pdff is not None:
             pdff = pdff_from_hu(hu_for_pdff, cfg.pdff_slope, cfg.pdff_intercept)
             values["pdff_est_pct"] = pdff
