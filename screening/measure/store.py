@@ -52,11 +52,17 @@ def measure_pipeline_id(model_id: str | None, segmenter: Segmenter, cfg: Measure
     )
 
 
-def _identity(store: Any, segmenter: Segmenter, cfg: MeasureConfig) -> tuple[str, str | None, str]:
-    """(scan_id, model_id, pipeline_id) from attributes only, before any array is read."""
+def _identity(
+    store: Any,
+    segmenter: Segmenter,
+    cfg: MeasureConfig,
+    seg_attrs: dict[str, Any] | None = None,
+) -> tuple[str, str | None, str]:
+    """(scan_id, model_id, pipeline_id) from attributes only, before any array is read.
+    ``seg_attrs``: the segmentation array's attributes when the caller has read them."""
     scan = store.attrs.get("scan", {})
-    array = SEGMENTATION_ARRAYS[segmenter]
-    seg_attrs = store.derived_attrs(array) or {}
+    if seg_attrs is None:
+        seg_attrs = store.derived_attrs(SEGMENTATION_ARRAYS[segmenter]) or {}
     model_id = seg_attrs.get("model_id") if segmenter is Segmenter.UNET else None
     scan_id = str(scan.get("scan_id") or store.path.stem)
     return scan_id, model_id, measure_pipeline_id(model_id, segmenter, cfg)
@@ -98,7 +104,7 @@ def measure_store(
             path=store.path,
         )
     seg_attrs = store.derived_attrs(array) or {}
-    scan_id, model_id, pid = _identity(store, segmenter, cfg)
+    scan_id, model_id, pid = _identity(store, segmenter, cfg, seg_attrs)
     ct = store.read("ct")
     labels = store.read(array)
     spacing = store.spacing_mm
