@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from screening._version import __version__
-from screening.errors import ScreeningError
+from screening.errors import ConfigError, ScreeningError
 
 if TYPE_CHECKING:
-    from screening.engine import ClusterConfig
+    from screening.engine import ClusterConfig, RunConfig, RunProgress
 
 log = logging.getLogger("screening")
 
@@ -28,6 +28,7 @@ def _synth(args: argparse.Namespace) -> int:
         size=args.size,
         cohort=args.cohort,
         repeat_fraction=args.repeat_fraction,
+        n_corrupt=args.corrupt,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -49,7 +50,12 @@ def _keygen(args: argparse.Namespace) -> int:
 def _cluster_config(args: argparse.Namespace) -> ClusterConfig:
     from screening.engine import ClusterConfig
 
-    return ClusterConfig(scheduler=args.scheduler, workers=args.workers)
+    return ClusterConfig(
+        scheduler=args.scheduler,
+        workers=args.workers,
+        gpu_workers=getattr(args, "gpu_workers", None),
+        cluster_file=getattr(args, "cluster", None),
+    )
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -153,6 +159,158 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    from screening.engine import RunConfig
+    from screening.measure import MeasureConfig
+    from screening.model import InferenceConfig
+    from screening.reasons import Segmenter
+
+    segment_fn = None
+    if args.segment_fn:
+        import importlib
+
+        module, _, name = args.segment_fn.partition(":")
+        try:
+            segment_fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(
+                f"--segment-fn {args.segment_fn!r}: expected MODULE:FUNCTION importable here "
+                f"and on every worker ({e})"
+            ) from e
+    return RunConfig(
+        segmenter=Segmenter.CUSTOM if segment_fn else Segmenter(args.segmenter),
+        model=args.model,
+        inference=InferenceConfig(cascade=not args.no_cascade),
+        measure=MeasureConfig(grid=args.grid, steatosis_threshold_hu=args.threshold_hu),
+        overlays=not args.no_overlays,
+        device=args.device,
+        max_in_flight=args.max_in_flight,
+        segment_fn=segment_fn,
+        segment_fn_name=args.segment_fn,
+    )
+
+
+class _ProgressBar:
+    """done / failed / in flight / scans per minute: a tqdm bar on a terminal, else a log line
+    every 30 s (log files and CI)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.last_log = 0.0
+
+    def __call__(self, state: RunProgress) -> None:
+        import time
+
+        text = (
+            f"{state.done} done, {state.failed} failed, {state.in_flight} in flight, "
+            f"{state.scans_per_minute():.1f} scans/min"
+        )
+        if self.enabled:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=state.total, desc="run", unit="scan")
+            self.bar.n = state.done + state.failed
+            self.bar.set_postfix_str(text, refresh=True)
+        elif time.monotonic() - self.last_log > 30 or state.in_flight == 0:
+            self.last_log = time.monotonic()
+            log.info("progress: %d/%d: %s", state.done + state.failed, state.total, text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _log_to_file(results: str) -> str:
+    """Also log this command to RESULTS/logs/<command>-<UTC time>.log; return its path."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    folder = Path(results) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return str(path)
+
+
+def _run_on_cluster(args: argparse.Namespace, store: str, results: str) -> int:
+    """Shared by ``run`` and ``screen``: cluster, progress, summary, exit code."""
+    from screening.engine import open_client, run_cohort
+
+    cfg = _run_config(args)
+    log_file = _log_to_file(results)
+    progress = _ProgressBar(not args.quiet and sys.stderr.isatty())
+    with open_client(_cluster_config(args)) as client:
+        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        try:
+            summary = run_cohort(store, results, cfg, client, progress=progress)
+        finally:
+            progress.close()
+    print(summary.describe())
+    _print_prevalence(results, store, summary.pipeline_id)
+    print(
+        f"results: {results}/measurements, {results}/failures (Parquet), overlays under "
+        f"{results}/overlays; log: {log_file}"
+    )
+    print(
+        f'next: screening query {results} --store {store} "select ..." (screening query --examples)'
+    )
+    return 130 if summary.interrupted else 0
+
+
+def _print_prevalence(results: str, store: str, pid: str) -> None:
+    from screening.stats import format_prevalence, prevalence_table
+
+    try:
+        table = prevalence_table(results, store, by="site", pipeline_id=pid)
+    except ScreeningError as e:  # e.g. nothing measured yet
+        log.info("no prevalence table: %s", e)
+        return
+    print(format_prevalence(table, "site", "ai_roi"))
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_on_cluster(args, args.store, args.out)
+
+
+def _screen(args: argparse.Namespace) -> int:
+    """Ingest SOURCE... into OUT/store, then run into OUT/results."""
+    import os
+    from pathlib import Path
+
+    from screening.ingest import ingest, load_key, read_manifest
+
+    out = Path(args.out)
+    store, results = str(out / "store"), str(out / "results")
+    key = load_key(args.key_file, os.environ.get("SCREENING_KEY"))
+    manifest = read_manifest(args.manifest, args.cohort) if args.manifest else []
+    summary = ingest(
+        args.sources,
+        store,
+        cohort=args.cohort,
+        manifest=manifest,
+        key=key,
+        cluster=_cluster_config(args),
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    print(summary.describe())
+    return _run_on_cluster(args, store, results)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from screening.engine import compact_results
+
+    dropped = compact_results(args.results)
+    print(
+        "compacted "
+        + ", ".join(f"{name}: {n} superseded row(s) dropped" for name, n in dropped.items())
+    )
+    return 0
+
+
 class _PrintExamples(argparse.Action):
     """``--examples``: print and exit, like ``--version`` (no positionals needed)."""
 
@@ -235,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="share of cases that rescan the previous subject (repeatability)",
+    )
+    synth.add_argument(
+        "--corrupt", type=int, default=0, help="DICOM series to damage on purpose (default 0)"
     )
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -362,7 +523,74 @@ def build_parser() -> argparse.ArgumentParser:
         "--examples", action=_PrintExamples, nargs=0, help="print example queries and exit"
     )
     qry.set_defaults(func=_query)
+
+    run = sub.add_parser(
+        "run",
+        help="run every scan of a store through segment + measure on Dask, into RESULTS",
+        description="Preprocess (CPU) -> segment (GPU workers when present) -> measure, one "
+        "scan at a time per worker, streaming rows into RESULTS/measurements and "
+        "RESULTS/failures (Parquet). Re-running resumes: scans already committed for the "
+        "same pipeline are skipped. Exit code 0 even when some scans fail (see the summary); "
+        "130 when interrupted; 2 when the run itself cannot proceed.",
+    )
+    run.add_argument("store", help="scan store folder (from screening ingest)")
+    run.add_argument("--out", required=True, help="results folder")
+    _add_run_options(run)
+    run.set_defaults(func=_run)
+
+    scr = sub.add_parser(
+        "screen",
+        help="one shot for small cohorts: ingest SOURCE... and run, into OUT/store, OUT/results",
+    )
+    scr.add_argument("sources", nargs="*", metavar="SOURCE", help="folder, NIfTI file or archive")
+    scr.add_argument("--out", required=True, help="output folder (store/ and results/ inside)")
+    scr.add_argument("--cohort", default="default", help="cohort name (default: 'default')")
+    scr.add_argument("--manifest", help="CSV: image[, liver_mask, spleen_mask, cohort, site, ...]")
+    scr.add_argument("--key-file", help="pseudonymisation key file (else $SCREENING_KEY)")
+    _add_run_options(scr)
+    scr.set_defaults(func=_screen)
+
+    cmp = sub.add_parser(
+        "compact",
+        help="merge RESULTS' small Parquet part files, keeping the latest row per scan+pipeline",
+    )
+    cmp.add_argument("results", help="results folder")
+    cmp.set_defaults(func=_compact)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="demo", help="model directory, or 'demo'")
+    parser.add_argument(
+        "--segmenter",
+        choices=("unet", "reference"),
+        default="unet",
+        help="unet: segment with --model (default); reference: measure masks given at ingest",
+    )
+    parser.add_argument(
+        "--segment-fn",
+        metavar="MODULE:FUNCTION",
+        help="your own segmentation function (ct_hu, spacing_mm) -> labels; importable on "
+        "every worker",
+    )
+    parser.add_argument("--no-cascade", action="store_true", help="skip the coarse pass")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--grid", choices=("native", "model"), default="native")
+    parser.add_argument("--threshold-hu", type=float, default=40.0)
+    parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    parser.add_argument(
+        "--max-in-flight", type=int, help="scans submitted at once (default: 2 per worker)"
+    )
+    parser.add_argument(
+        "--gpu-workers", type=int, help="local GPU workers (default: one per visible GPU)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, help="worker processes of the local cluster (default: one per core)"
+    )
+    where.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    where.add_argument("--cluster", help="deployment file, e.g. cluster/slurm.yaml")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,6 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"screening {args.command}: interrupted", file=sys.stderr)
+        return 130
     except ScreeningError as e:
         print(f"screening {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -97,15 +97,20 @@ def pipeline_id(
     model_id: str | None,
     configs: dict[str, FrozenConfig],
     engine_version: str,
+    extra: dict[str, str] | None = None,
 ) -> str:
     """Identity of a result (DESIGN §4): sha256 of the segmenter, the weights' sha256, every
     stage's configuration and the engine's major version. Equal inputs give equal ids, so a
-    re-run of the same pipeline finds its earlier rows."""
-    payload = {
+    re-run of the same pipeline finds its earlier rows. ``extra`` adds further identities
+    (e.g. the cascade's coarse weights); it is left out of the hash when empty, so ids made
+    without it stay the same."""
+    payload: dict[str, Any] = {
         "segmenter": segmenter,
         "model_id": model_id,
         "configs": {name: cfg.to_dict() for name, cfg in sorted(configs.items())},
         "engine_major": engine_version.split(".")[0],
     }
+    if extra:
+        payload["extra"] = dict(sorted(extra.items()))
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -1,17 +1,21 @@
-"""Atomic small-file writes: a temporary sibling, flushed and fsync'd, then ``os.replace``.
-
-A reader (or a crash) sees the old file or the whole new one, never a partial one.
+"""Atomic small-file writes (a temporary sibling, flushed and fsync'd, then ``os.replace``:
+a reader or a crash sees the old file or the whole new one) and exclusive process locks.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+from screening.errors import ConfigError
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "exclusive_lock"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -34,3 +38,29 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) or raise ConfigError.
+
+    The kernel drops the lock when the holder exits, however it exits (Ctrl-C, SIGKILL), so a
+    killed process never leaves a stale lock behind. ``what`` names the holder in the error.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"another {what} is running on this folder (pid {holder}, lock {target}); "
+                "wait for it to finish"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

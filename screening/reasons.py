@@ -103,6 +103,7 @@ class Segmenter(StrEnum):
 
     UNET = "unet"
     REFERENCE = "reference"
+    CUSTOM = "custom"  # a segmentation function given to the run (Python API / --segment-fn)
 
 
 class ContrastPhase(StrEnum):

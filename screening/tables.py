@@ -8,10 +8,11 @@ files (hive convention); :func:`read_dataset` restores it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,12 @@ from screening.schemas import TableSchema
 __all__ = [
     "PARTITION_VALUE_PATTERN",
     "compact_dataset",
+    "quarantine_corrupt_parts",
     "read_dataset",
     "write_part",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Partition values become folder names: keep them portable and unambiguous.
 PARTITION_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -44,6 +48,33 @@ def check_partition_value(value: str, column: str) -> str:
 
 def _part_files(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("*=*/*.parquet") if not p.name.startswith("."))
+
+
+def _readable(path: Path) -> bool:
+    """A complete Parquet file: footer present and parseable (what a crash mid-copy lacks)."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
+
+
+def quarantine_corrupt_parts(
+    root: str | os.PathLike[str], quarantine: str | os.PathLike[str]
+) -> list[Path]:
+    """Move part files that are not complete Parquet (e.g. truncated by a crash on a
+    filesystem without atomic rename) out of the dataset into ``quarantine``; return their new
+    paths. Their rows were never committed, so a resumed run simply redoes those scans."""
+    moved = []
+    for f in _part_files(Path(root)):
+        if _readable(f):
+            continue
+        dest = Path(quarantine) / f.parent.name / f.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
+        log.warning("moved an unreadable Parquet part out of the dataset: %s -> %s", f, dest)
+        moved.append(dest)
+    return moved
 
 
 def write_part(
@@ -75,6 +106,9 @@ def _read_files(files: list[Path], schema: TableSchema, partition: str) -> pa.Ta
     arrow = schema.to_arrow()
     tables = []
     for f in files:
+        if not _readable(f):
+            log.warning("skipping an unreadable (truncated?) Parquet part: %s", f)
+            continue
         t = pq.read_table(f)
         value = f.parent.name.split("=", 1)[1]
         t = t.append_column(partition, pa.array([value] * t.num_rows, pa.string()))
@@ -102,7 +136,7 @@ def read_dataset(
 def compact_dataset(
     root: str | os.PathLike[str],
     schema: TableSchema,
-    key: str,
+    key: str | Sequence[str],
     order_by: str,
     partition: str = "cohort",
 ) -> int:
@@ -112,20 +146,21 @@ def compact_dataset(
     Each new file is complete before any old one is removed; a crash in between leaves
     duplicates that the next compaction removes, never a lost row.
     """
-    files = _part_files(Path(root))
+    files = [f for f in _part_files(Path(root)) if _readable(f)]  # never delete evidence
     if not files:
         return 0
+    keys = [key] if isinstance(key, str) else list(key)
     table = _read_files(files, schema, partition)
     n_before = table.num_rows
-    indices = pa.array(range(n_before), pa.int64())
-    table = table.append_column("__row", indices)
-    latest = table.group_by(key).aggregate([(order_by, "max")])
-    table = table.join(latest, keys=[key], join_type="inner")
-    table = table.filter(pc.equal(table[order_by], table[f"{order_by}_max"]))
-    # Ties on order_by: keep the last row written.
-    last = table.group_by(key).aggregate([("__row", "max")])
-    keep = pc.is_in(table["__row"], value_set=last["__row_max"])
-    table = table.filter(keep).sort_by("__row").drop_columns(["__row", f"{order_by}_max"])
+    # Python, not a join: null key values must group together, not vanish.
+    order = table[order_by].to_pylist()
+    best: dict[tuple[Any, ...], int] = {}
+    for i, k in enumerate(zip(*(table[c].to_pylist() for c in keys), strict=True)):
+        j = best.get(k)
+        # Latest wins; ties go to the row written last; a null order_by never beats a value.
+        if j is None or order[j] is None or (order[i] is not None and order[i] >= order[j]):
+            best[k] = i
+    table = table.take(pa.array(sorted(best.values()), pa.int64()))
     dropped = n_before - table.num_rows
     if dropped == 0 and len({f.parent for f in files}) == len(files):
         return 0

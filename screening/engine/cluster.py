@@ -6,6 +6,7 @@ so pointing a run at a real cluster is one option, never a code change.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -38,6 +39,12 @@ class ClusterConfig(FrozenConfig):
         ``"auto"`` for an even share of the machine).
     dashboard
         Start the local cluster's dashboard (on a free port).
+    gpu_workers
+        Extra local workers tagged ``resources={"GPU": 1}``, each seeing one GPU
+        (``CUDA_VISIBLE_DEVICES``); ``None`` means one per GPU torch can see, 0 none.
+    cluster_file
+        A deployment file (``cluster/*.yaml``: local, SLURM, Kubernetes, an existing
+        scheduler with TLS); when set it decides everything else.
     """
 
     scheduler: str | None = None
@@ -45,6 +52,8 @@ class ClusterConfig(FrozenConfig):
     threads_per_worker: int = 1
     memory_limit: str = "auto"
     dashboard: bool = True
+    gpu_workers: int | None = None
+    cluster_file: str | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -52,9 +61,38 @@ class ClusterConfig(FrozenConfig):
             f"workers must be >= 1, got {self.workers}",
         )
         require(self.threads_per_worker >= 1, "threads_per_worker must be >= 1")
+        require(
+            self.gpu_workers is None or self.gpu_workers >= 0,
+            f"gpu_workers must be >= 0, got {self.gpu_workers}",
+        )
 
     def n_local_workers(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
+
+    def n_gpu_workers(self) -> int:
+        if self.gpu_workers is not None:
+            return self.gpu_workers
+        return visible_gpu_count()
+
+
+def visible_gpu_count() -> int:
+    """GPUs torch can see here (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def _add_gpu_workers(cluster: Any, n_gpu: int) -> None:
+    """Add ``n_gpu`` workers to a LocalCluster, each pinned to one GPU and tagged GPU=1."""
+    for i in range(n_gpu):
+        spec = copy.deepcopy(cluster.new_spec)
+        spec["options"]["resources"] = {"GPU": 1}
+        spec["options"]["env"] = {"CUDA_VISIBLE_DEVICES": str(i)}
+        cluster.worker_spec[f"gpu-{i}"] = spec
+    if n_gpu:
+        cluster.sync(cluster._correct_state)
 
 
 @contextmanager
@@ -62,6 +100,12 @@ def open_client(cfg: ClusterConfig) -> Iterator[Any]:
     """A connected ``distributed.Client``; the local cluster (if any) closes on exit."""
     from distributed import Client, LocalCluster
 
+    if cfg.cluster_file:
+        from screening.engine.deploy import open_cluster_file
+
+        with open_cluster_file(cfg.cluster_file) as client:
+            yield client
+        return
     if cfg.scheduler:
         client = Client(cfg.scheduler)
         log.info("connected to scheduler %s", cfg.scheduler)
@@ -78,7 +122,12 @@ def open_client(cfg: ClusterConfig) -> Iterator[Any]:
         dashboard_address=":0" if cfg.dashboard else None,
         silence_logs=logging.WARNING,
     )
+    n_gpu = cfg.n_gpu_workers()
+    _add_gpu_workers(cluster, n_gpu)
     client = Client(cluster)
+    if n_gpu:
+        client.wait_for_workers(cfg.n_local_workers() + n_gpu, timeout=120)
+        log.info("%d GPU worker(s) added", n_gpu)
     if cfg.dashboard:
         log.info("Dask dashboard: %s", client.dashboard_link)
     try:
@@ -86,6 +135,12 @@ def open_client(cfg: ClusterConfig) -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+
+
+def gpu_worker_count(client: Any) -> int:
+    """Connected workers that declare a ``GPU`` resource."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    return sum(1 for w in workers if w.get("resources", {}).get("GPU", 0) >= 1)
 
 
 def worker_count(client: Any) -> int:

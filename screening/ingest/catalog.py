@@ -16,8 +16,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from screening._version import __version__
 from screening.errors import ConfigError
-from screening.fsutil import atomic_write_json
+from screening.fsutil import atomic_write_json, exclusive_lock
 from screening.ingest.pseudonym import PseudonymKey
 from screening.schemas import load_table_schema
 from screening.tables import compact_dataset, read_dataset, write_part
@@ -81,24 +81,9 @@ def check_store_key(store_root: str | os.PathLike[str], key: PseudonymKey | None
     atomic_write_json(meta_path, meta)
 
 
-@contextmanager
-def ingest_lock(store_root: str | os.PathLike[str]) -> Iterator[None]:
+def ingest_lock(store_root: str | os.PathLike[str]) -> AbstractContextManager[None]:
     """One ingest per store at a time (compaction rewrites the catalog)."""
-    path = Path(store_root) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError as e:
-        raise ConfigError(
-            f"another ingest holds {path} (pid {path.read_text().strip() or '?'}); wait for it, "
-            "or delete the file if that process is gone"
-        ) from e
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+    return exclusive_lock(Path(store_root) / LOCK_FILE, "ingest")
 
 
 def read_catalog(store_root: str | os.PathLike[str]) -> pa.Table:

@@ -7,6 +7,8 @@ the minimal path to run it over a store without the full run engine.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -35,20 +37,35 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The scan-store array each segmenter's masks live in.
-SEGMENTATION_ARRAYS = {Segmenter.UNET: "seg", Segmenter.REFERENCE: "seg_reference"}
+SEGMENTATION_ARRAYS = {
+    Segmenter.UNET: "seg",
+    Segmenter.CUSTOM: "seg",
+    Segmenter.REFERENCE: "seg_reference",
+}
 
 
-def measure_pipeline_id(model_id: str | None, segmenter: Segmenter, cfg: MeasureConfig) -> str:
+def measure_pipeline_id(
+    model_id: str | None,
+    segmenter: Segmenter,
+    cfg: MeasureConfig,
+    producer: dict[str, Any] | None = None,
+) -> str:
     """``pipeline_id`` of rows measured from ``segmenter``'s masks with ``cfg``.
 
-    The full run composes the preprocess and inference configs in as well; here the masks
-    already exist, so their producer is identified by ``model_id`` (None for reference masks).
+    ``producer`` is what made the masks, as recorded in their attributes
+    (:func:`screening.model.segmentation_producer` for the U-Net: weights, model grid,
+    inference settings); reference masks have none. The run computes the same id up front.
     """
+    extra = None
+    if producer:
+        text = json.dumps(producer, sort_keys=True, separators=(",", ":"))
+        extra = {"producer": hashlib.sha256(text.encode()).hexdigest()}
     return pipeline_id(
         segmenter=segmenter.value,
         model_id=model_id,
         configs={"measure": cfg},
         engine_version=__version__,
+        extra=extra,
     )
 
 
@@ -64,8 +81,9 @@ def _identity(
     if seg_attrs is None:
         seg_attrs = store.derived_attrs(SEGMENTATION_ARRAYS[segmenter]) or {}
     model_id = seg_attrs.get("model_id") if segmenter is Segmenter.UNET else None
+    producer = None if segmenter is Segmenter.REFERENCE else seg_attrs.get("producer")
     scan_id = str(scan.get("scan_id") or store.path.stem)
-    return scan_id, model_id, measure_pipeline_id(model_id, segmenter, cfg)
+    return scan_id, model_id, measure_pipeline_id(model_id, segmenter, cfg, producer)
 
 
 def overlay_relpath(scan_id: str, pid: str) -> str:

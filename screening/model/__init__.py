@@ -11,7 +11,12 @@ from screening.model.inference import (
     segment_volume,
 )
 from screening.model.network import LABELS, NetworkConfig, build_network
-from screening.model.segment import SegmentSummary, segment_store, segment_stores
+from screening.model.segment import (
+    SegmentSummary,
+    segment_store,
+    segment_stores,
+    segmentation_producer,
+)
 from screening.model.train import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -34,5 +39,6 @@ __all__ = [
     "segment_store",
     "segment_stores",
     "segment_volume",
+    "segmentation_producer",
     "train",
 ]

@@ -13,9 +13,31 @@ from screening.errors import ScreeningError
 from screening.model.checkpoint import LoadedModel
 from screening.model.inference import InferenceConfig, segment_volume
 
-__all__ = ["SegmentSummary", "segment_store", "segment_stores"]
+__all__ = ["SegmentSummary", "segment_store", "segment_stores", "segmentation_producer"]
 
 log = logging.getLogger(__name__)
+
+
+def segmentation_producer(model: LoadedModel, cfg: InferenceConfig) -> dict[str, Any]:
+    """What made a ``seg``: weights (fine and coarse), model-grid preprocessing, inference.
+
+    Stored in the ``seg`` attributes and folded into ``pipeline_id``, so a run can name its
+    pipeline before any scan is segmented and ``screening measure`` finds the same id later.
+    """
+    return {
+        "model_id": model.model_id,
+        "coarse_model_id": model.coarse.model_id if (cfg.cascade and model.coarse) else None,
+        "preprocess": model.preprocess_cfg.to_dict(),
+        "inference": cfg.to_dict(),
+    }
+
+
+def _usable_prep(store: Any, model: LoadedModel) -> Any:
+    """The store's ``prep`` when a CPU task wrote it for this model's grid, else None."""
+    attrs = store.derived_attrs("prep")
+    if attrs and attrs.get("preprocess_digest") == model.preprocess_cfg.digest():
+        return store.read("prep")
+    return None
 
 
 def segment_store(
@@ -28,27 +50,35 @@ def segment_store(
 ) -> dict[str, Any]:
     """Segment the store's ``ct`` and write ``seg`` (atomically); return a small record.
 
-    A ``seg`` already written by the same model and inference settings is kept.
+    A ``prep`` written for this model's grid (by the run's preprocess task) is used instead of
+    preprocessing again. A ``seg`` already written by the same producer is kept.
     """
     from screening.ingest.store import open_scan_store, write_derived_array
 
     store = open_scan_store(store_path)
     digest = cfg.digest()
+    producer = segmentation_producer(model, cfg)
     existing = store.derived_attrs("seg")
-    if (
-        existing
-        and existing.get("model_id") == model.model_id
-        and existing.get("inference_digest") == digest
-    ):
-        return {"scan": store.path.name, "reused": True, "seconds": existing.get("seconds", {})}
+    if existing and existing.get("producer") == producer:
+        return {
+            "scan": store.path.name,
+            "reused": True,
+            "seconds": existing.get("seconds", {}),
+            "device": existing.get("device"),
+        }
     t0 = time.perf_counter()
     ct = store.read("ct")
+    prep = _usable_prep(store, model)
     read_s = time.perf_counter() - t0
-    result = segment_volume(model, ct, store.spacing_mm, cfg, device=device, threads=threads)
+    result = segment_volume(
+        model, ct, store.spacing_mm, cfg, device=device, threads=threads, prep=prep
+    )
     seconds = {"read_s": read_s, **result.seconds}
     attrs = {
         "model_id": model.model_id,
-        "coarse_model_id": model.coarse.model_id if (cfg.cascade and model.coarse) else None,
+        "coarse_model_id": producer["coarse_model_id"],
+        "producer": producer,
+        "used_prep": prep is not None,
         "inference": cfg.to_dict(),
         "inference_digest": digest,
         "device": result.device,

@@ -174,13 +174,15 @@ class CohortSummary:
     n_contrast: int
     n_truncated: int
     by_site: dict[str, int]
+    n_corrupt: int = 0
 
     def describe(self) -> str:
         sites = ", ".join(f"{k}: {v}" for k, v in sorted(self.by_site.items()))
         return (
             f"wrote {self.n_cases} synthetic CT scans to {self.out_dir} ({sites}); "
             f"{self.n_steatosis} steatotic (<= 40 HU), {self.n_contrast} contrast-enhanced, "
-            f"{self.n_truncated} with the liver cut off by the field of view.\n"
+            f"{self.n_truncated} with the liver cut off by the field of view"
+            f"{f', {self.n_corrupt} corrupt DICOM series' if self.n_corrupt else ''}.\n"
             f"  manifest: {self.out_dir / 'manifest.csv'}\n"
             f"  truth:    {self.out_dir / 'truth.csv'}\n"
             f"  reads:    {self.out_dir / 'reads.csv'}"
@@ -303,6 +305,7 @@ def generate_cohort(
     cohort: str = "synthetic",
     readers: Sequence[ReaderSpec] = DEFAULT_READERS,
     repeat_fraction: float = 0.0,
+    n_corrupt: int = 0,
     overwrite: bool = False,
     progress: bool = False,
 ) -> CohortSummary:
@@ -315,6 +318,10 @@ def generate_cohort(
     repeat_fraction
         Share of cases that are a second scan of the previous subject minutes later (same
         anatomy and liver, new noise, repositioned): input for repeatability statistics.
+    n_corrupt
+        DICOM series (the last ones) with one slice file cut short, as a copy interrupted
+        mid-file leaves it: ingest must reject them with a reason (``corrupted_file`` in
+        truth.csv).
     overwrite
         Replace an existing non-empty ``out_dir``. The cohort is built in a temporary folder
         beside it and moved into place at the end, so an interrupted run leaves no half cohort.
@@ -393,6 +400,7 @@ def generate_cohort(
                     + read_rng.normal(0, reader.sd_hu)
                 )
                 reads.append({"case_id": case_id, "reader": reader.name, "roi_hu": round(roi, 1)})
+    _corrupt_series(tmp, manifest, truth, n_corrupt)
     _write_csv(
         tmp / "manifest.csv",
         manifest,
@@ -407,6 +415,7 @@ def generate_cohort(
         "size": size,
         "cohort": cohort,
         "repeat_fraction": repeat_fraction,
+        "n_corrupt": n_corrupt,
         "sites": [s.to_dict() for s in sites],
         "readers": [r.to_dict() for r in readers],
     }
@@ -424,7 +433,27 @@ def generate_cohort(
         n_contrast=sum(r["contrast_phase"] != "none" for r in truth),
         n_truncated=sum(r["liver_truncated"] for r in truth),
         by_site=by_site,
+        n_corrupt=sum(r["corrupted_file"] for r in truth),
     )
+
+
+def _corrupt_series(
+    root: Path, manifest: list[dict[str, Any]], truth: list[dict[str, Any]], n_corrupt: int
+) -> None:
+    """Cut the middle slice file of the last ``n_corrupt`` DICOM series to half its size."""
+    for row in truth:
+        row["corrupted_file"] = False
+    dicom = [i for i, m in enumerate(manifest) if (root / m["image"]).is_dir()]
+    require(
+        n_corrupt <= len(dicom),
+        f"n_corrupt={n_corrupt} but the cohort has only {len(dicom)} DICOM series",
+    )
+    for i in dicom[len(dicom) - n_corrupt :] if n_corrupt else []:
+        files = sorted(p for p in (root / manifest[i]["image"]).iterdir() if p.is_file())
+        victim = files[len(files) // 2]
+        data = victim.read_bytes()
+        victim.write_bytes(data[: len(data) // 2])
+        truth[i]["corrupted_file"] = True
 
 
 def _write_image(

@@ -1,0 +1,464 @@
+"""The cohort run: every scan of a store through preprocess → segment → measure on Dask,
+streamed into ``RESULTS/measurements`` and ``RESULTS/failures``, resumable.
+
+The loop keeps at most ``max_in_flight`` scans submitted (Dask does not throttle
+resource-restricted tasks itself, dask/distributed#9164) and commits rows as scans finish.
+Re-running the same command skips every scan with a committed row for this ``pipeline_id``;
+a scan that failed before is tried again and its ``attempt`` counts up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from screening._version import __version__
+from screening.engine.cluster import gpu_worker_count, worker_count
+from screening.engine.sink import (
+    FAILURES_DIR,
+    MEASUREMENTS_DIR,
+    ResultSink,
+    committed_scans,
+    compact_results,
+    failure_counts,
+)
+from screening.engine.tasks import (
+    MODEL_PLUGIN,
+    ModelPlugin,
+    ScanRef,
+    SegmentFn,
+    StageSettings,
+    measure_task,
+    preprocess_task,
+    segment_task,
+)
+from screening.errors import ConfigError, StoreError
+from screening.fsutil import exclusive_lock
+from screening.measure.config import MeasureConfig
+from screening.measure.store import measure_pipeline_id
+from screening.model.inference import InferenceConfig
+from screening.reasons import ReasonCode, Segmenter, Stage, Status
+
+__all__ = ["RunConfig", "RunProgress", "RunSummary", "plan_run", "run_cohort"]
+
+log = logging.getLogger(__name__)
+
+RUN_LOCK = ".run.lock"
+QUARANTINE_DIR = "quarantine"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """What a run computes and how it streams (stage configs are passed on to the tasks).
+
+    Parameters
+    ----------
+    segmenter
+        ``unet`` (the model), ``reference`` (masks given at ingest) or ``custom``
+        (``segment_fn``, a picklable ``(ct_hu, spacing_mm) -> labels`` function).
+    model
+        Model directory or ``"demo"`` (the shipped weights).
+    inference, measure
+        Stage configurations; with ``inference.cascade`` and a model without a coarse
+        sub-model, the cascade is switched off (recorded in the pipeline id).
+    max_in_flight
+        Scans submitted at once; ``None`` means two per worker.
+    flush_rows, flush_seconds
+        Commit buffered rows after this many rows or seconds (what a hard kill can cost).
+    retry_failed
+        Re-run scans whose earlier attempts failed (their ``attempt`` counts up).
+    """
+
+    segmenter: Segmenter = Segmenter.UNET
+    model: str = "demo"
+    inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(cascade=True))
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    overlays: bool = True
+    device: str = "auto"
+    max_in_flight: int | None = None
+    flush_rows: int = 64
+    flush_seconds: float = 5.0
+    retry_failed: bool = True
+    segment_fn: SegmentFn | None = None
+    segment_fn_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.segment_fn is None) != (self.segmenter is not Segmenter.CUSTOM):
+            raise ConfigError("segment_fn is given exactly when segmenter is 'custom'")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which scans a run will do, and what it skips."""
+
+    todo: list[ScanRef]
+    n_done_before: int
+    n_failed_before: int
+    prior_failures: dict[str, int]
+    n_missing_store: int
+
+
+@dataclass
+class RunProgress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def scans_per_minute(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return 60.0 * (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts by status, reason and failed stage, and where to look."""
+
+    pipeline_id: str
+    results: Path
+    n_todo: int = 0
+    n_skipped: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
+    failed_stages: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    workers: int = 0
+    gpu_workers: int = 0
+    interrupted: bool = False
+    compacted: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any], stage: str | None = None) -> None:
+        self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
+        reason = row.get("reason")
+        if reason:
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        if stage:
+            self.failed_stages[stage] = self.failed_stages.get(stage, 0) + 1
+
+    @property
+    def n_finished(self) -> int:
+        return sum(self.by_status.values())
+
+    def describe(self) -> str:
+        rate = 3600.0 * self.n_finished / self.seconds if self.seconds > 0 else 0.0
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.by_status.items())) or "none"
+        lines = [
+            f"run {self.pipeline_id[:12]}: {self.n_finished} of {self.n_todo} scan(s) finished "
+            f"({counts}); {self.n_skipped} already done; {self.seconds:.1f} s "
+            f"({rate:.0f} scans/hour) on {self.workers} worker(s), {self.gpu_workers} with GPU",
+        ]
+        if self.by_reason:
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.by_reason.items()))
+            lines.append(f"  reasons: {reasons}")
+        if self.failed_stages:
+            stages = ", ".join(f"{s} {n}" for s, n in sorted(self.failed_stages.items()))
+            lines.append(f"  failed at stage: {stages} (details: {self.results}/failures)")
+        if self.interrupted:
+            lines.append("  INTERRUPTED: re-run the same command to resume (committed rows stay)")
+        return "\n".join(lines)
+
+
+def _model_info(cfg: RunConfig) -> tuple[Any, InferenceConfig]:
+    """Load (and verify) the model once on the client: its id and preprocessing name the
+    pipeline. The workers load their own copy through the plugin."""
+    from screening.model.checkpoint import load_model
+
+    model = load_model(cfg.model, device="cpu", with_coarse=cfg.inference.cascade)
+    inference = cfg.inference
+    if inference.cascade and model.coarse is None:
+        log.info("model %s has no coarse sub-model: running without the cascade", cfg.model)
+        inference = dataclasses.replace(inference, cascade=False)
+    return model, inference
+
+
+def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
+    """The frozen settings every task gets, with the run's ``pipeline_id``."""
+    from screening.model.segment import segmentation_producer
+
+    results_dir = str(results.resolve()) if cfg.overlays else None
+    if cfg.segmenter is Segmenter.UNET:
+        model, inference = _model_info(cfg)
+        producer = segmentation_producer(model, inference)
+        pid = measure_pipeline_id(model.model_id, cfg.segmenter, cfg.measure, producer)
+        return StageSettings(
+            segmenter=cfg.segmenter,
+            measure=cfg.measure,
+            pipeline_id=pid,
+            results_dir=results_dir,
+            preprocess=model.preprocess_cfg,
+            inference=inference,
+            device=cfg.device,
+        )
+    if cfg.segmenter is Segmenter.CUSTOM:
+        name = cfg.segment_fn_name or _qualname(cfg.segment_fn)
+        pid = measure_pipeline_id(None, cfg.segmenter, cfg.measure, {"segment_fn": name})
+        return StageSettings(
+            segmenter=cfg.segmenter,
+            measure=cfg.measure,
+            pipeline_id=pid,
+            results_dir=results_dir,
+            segment_fn=cfg.segment_fn,
+            segment_fn_name=name,
+        )
+    pid = measure_pipeline_id(None, cfg.segmenter, cfg.measure)
+    return StageSettings(
+        segmenter=cfg.segmenter, measure=cfg.measure, pipeline_id=pid, results_dir=results_dir
+    )
+
+
+def _qualname(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def plan_run(store_root: Path, results: Path, pid: str, *, retry_failed: bool) -> RunPlan:
+    """Scans of the store's catalog (status ok, store complete) minus those already committed."""
+    from screening.ingest.catalog import read_catalog
+    from screening.ingest.store import is_complete, scan_store_path
+
+    if not (store_root / "scans").is_dir():
+        raise StoreError(
+            f"{store_root} is not a scan store (no scans/ folder): run `screening ingest` first",
+            path=store_root,
+        )
+    catalog = read_catalog(store_root)
+    cohorts: dict[str, str] = {}
+    for scan_id, cohort, status in zip(
+        catalog["scan_id"].to_pylist(),
+        catalog["cohort"].to_pylist(),
+        catalog["status"].to_pylist(),
+        strict=True,
+    ):
+        if status == Status.OK.value:
+            cohorts[scan_id] = cohort
+    done, failed = committed_scans(results, pid)
+    prior = failure_counts(results, pid)
+    todo, missing = [], 0
+    for scan_id in sorted(cohorts):
+        if scan_id in done or (scan_id in failed and not retry_failed):
+            continue
+        path = scan_store_path(store_root, scan_id)
+        if not is_complete(path):
+            missing += 1
+            log.warning("scan %s is in the catalog but its store is incomplete", scan_id[:16])
+            continue
+        todo.append(ScanRef(scan_id, cohorts[scan_id], str(path.resolve())))
+    n_done = sum(1 for s in cohorts if s in done)
+    return RunPlan(todo, n_done, len(failed & set(cohorts)), prior, missing)
+
+
+def _failure_rows(
+    scan: ScanRef,
+    settings: StageSettings,
+    *,
+    stage: str,
+    reason: str,
+    message: str,
+    worker: str | None,
+    attempt: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``failures`` row and the scan's ``failed`` measurements row."""
+    now = datetime.now(UTC)
+    failure = {
+        "scan_id": scan.scan_id,
+        "pipeline_id": settings.pipeline_id,
+        "cohort": scan.cohort,
+        "stage": stage,
+        "reason": reason,
+        "message": message,
+        "attempt": attempt,
+        "worker": worker,
+        "at": now,
+    }
+    row = {
+        "scan_id": scan.scan_id,
+        "pipeline_id": settings.pipeline_id,
+        "segmenter": settings.segmenter.value,
+        "cohort": scan.cohort,
+        "status": Status.FAILED.value,
+        "reason": reason,
+        "message": f"{stage}: {message}",
+        "engine_version": __version__,
+        "measured_at": now,
+    }
+    return failure, row
+
+
+def _lost_stage(futures: list[Any]) -> tuple[str, BaseException | None]:
+    """The first stage whose future erred (a dead worker fails its dependants too)."""
+    for stage, fut in zip((Stage.PREPROCESS, Stage.SEGMENT, Stage.MEASURE), futures, strict=True):
+        if fut.status == "error":
+            return stage.value, fut.exception()
+    return Stage.MEASURE.value, None
+
+
+def _describe_lost(error: BaseException | None) -> tuple[str, str, str | None]:
+    """(reason, message, worker) for a task that raised on the client side (worker death)."""
+    from distributed import KilledWorker
+
+    if isinstance(error, KilledWorker):
+        last = getattr(error, "last_worker", None)
+        worker = getattr(last, "address", None) or (str(last) if last else None)
+        return (
+            ReasonCode.WORKER_LOST.value,
+            "the worker process died on every attempt (Dask allowed-failures reached): "
+            "the scan may exhaust memory or crash a native library",
+            worker,
+        )
+    return ReasonCode.INTERNAL_ERROR.value, f"{type(error).__name__}: {error}", None
+
+
+def run_cohort(
+    store_root: str | os.PathLike[str],
+    results: str | os.PathLike[str],
+    cfg: RunConfig,
+    client: Any,
+    *,
+    progress: Callable[[RunProgress], None] | None = None,
+) -> RunSummary:
+    """Run every not-yet-committed scan of ``store_root`` on ``client``'s cluster.
+
+    Rows stream into ``results`` as scans finish. Ctrl-C (KeyboardInterrupt) commits what has
+    finished, cancels the rest and returns a summary marked ``interrupted``.
+    """
+    t0 = time.perf_counter()
+    root, out = Path(store_root), Path(results)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out / RUN_LOCK, "screening run"):
+        from screening.tables import quarantine_corrupt_parts
+
+        for name in (MEASUREMENTS_DIR, FAILURES_DIR):
+            quarantine_corrupt_parts(out / name, out / QUARANTINE_DIR / name)
+        settings = stage_settings(cfg, out)
+        plan = plan_run(root, out, settings.pipeline_id, retry_failed=cfg.retry_failed)
+        summary = RunSummary(settings.pipeline_id, out, n_todo=len(plan.todo))
+        summary.n_skipped = plan.n_done_before + (0 if cfg.retry_failed else plan.n_failed_before)
+        summary.workers = worker_count(client)
+        use_gpu = settings.segmenter is Segmenter.UNET and settings.segment_fn is None
+        summary.gpu_workers = gpu_worker_count(client) if use_gpu else 0
+        log.info(
+            "run %s: %d scan(s) to do, %d already done, %d worker(s) (%d GPU)",
+            settings.pipeline_id[:12],
+            len(plan.todo),
+            summary.n_skipped,
+            summary.workers,
+            summary.gpu_workers,
+        )
+        if plan.todo and use_gpu:
+            assert settings.inference is not None
+            client.register_plugin(
+                ModelPlugin(cfg.model, with_coarse=settings.inference.cascade),
+                name=MODEL_PLUGIN,
+            )
+        limit = cfg.max_in_flight or 2 * summary.workers
+        sink = ResultSink(out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
+        try:
+            _stream(client, plan, settings, sink, summary, limit, progress)
+        finally:
+            sink.flush()
+        if summary.by_status and not summary.interrupted and plan.n_failed_before:
+            # Scans that failed before and were retried now have two rows: keep the latest.
+            summary.compacted = compact_results(out)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _stream(
+    client: Any,
+    plan: RunPlan,
+    settings: StageSettings,
+    sink: ResultSink,
+    summary: RunSummary,
+    limit: int,
+    progress: Callable[[RunProgress], None] | None,
+) -> None:
+    from distributed import as_completed
+
+    gpu = {"resources": {"GPU": 1}} if summary.gpu_workers else {}
+    pending = iter(plan.todo)
+    in_flight: dict[str, tuple[ScanRef, list[Any]]] = {}
+    state = RunProgress(total=len(plan.todo))
+    ac = as_completed()
+
+    def submit_next() -> None:
+        scan = next(pending, None)
+        if scan is None:
+            return
+        # Keys name the pseudonymous scan_id only (never a patient identifier).
+        token = f"{scan.scan_id[:16]}-{uuid.uuid4().hex[:8]}"
+        prep = client.submit(preprocess_task, scan, settings, key=f"preprocess-{token}", pure=False)
+        seg = client.submit(
+            segment_task, scan, prep, settings, key=f"segment-{token}", pure=False, **gpu
+        )
+        meas = client.submit(
+            measure_task, scan, seg, settings, key=f"measure-{token}", pure=False, priority=1
+        )
+        in_flight[meas.key] = (scan, [prep, seg, meas])
+        ac.add(meas)
+
+    for _ in range(limit):
+        submit_next()
+    state.in_flight = len(in_flight)
+    try:
+        for fut in ac:
+            scan, futures = in_flight.pop(fut.key)
+            _record(fut, scan, futures, plan, settings, sink, summary, state)
+            for f in futures:
+                f.release()
+            submit_next()
+            state.in_flight = len(in_flight)
+            if progress is not None:
+                progress(state)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        log.warning("interrupted: committing finished scans and cancelling %d", len(in_flight))
+        client.cancel([f for _, fs in in_flight.values() for f in fs])
+
+
+def _record(
+    fut: Any,
+    scan: ScanRef,
+    futures: list[Any],
+    plan: RunPlan,
+    settings: StageSettings,
+    sink: ResultSink,
+    summary: RunSummary,
+    state: RunProgress,
+) -> None:
+    """Turn one finished scan into its committed rows."""
+    attempt = plan.prior_failures.get(scan.scan_id, 0) + 1
+    if fut.status == "finished":
+        rec = fut.result()
+        if rec["ok"]:
+            sink.add(MEASUREMENTS_DIR, rec["row"])
+            summary.add(rec["row"])
+            state.done += 1
+            return
+        stage, reason, message, worker = rec["stage"], rec["reason"], rec["message"], rec["worker"]
+    else:
+        stage, error = _lost_stage(futures)
+        reason, message, worker = _describe_lost(error)
+    failure, row = _failure_rows(
+        scan,
+        settings,
+        stage=stage,
+        reason=reason,
+        message=message,
+        worker=worker,
+        attempt=attempt,
+    )
+    log.warning("scan %s failed at %s: %s %s", scan.scan_id[:16], stage, reason, message)
+    sink.add(FAILURES_DIR, failure)
+    sink.add(MEASUREMENTS_DIR, row)
+    summary.add(row, stage)
+    state.failed += 1
