@@ -222,8 +222,8 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _log_to_file(results: str) -> str:
-    """Also log this command to RESULTS/logs/<command>-<UTC time>.log; return its path."""
+def _log_to_file(results: str) -> logging.FileHandler:
+    """Also log this run (INFO and up) to RESULTS/logs/run-<UTC time>.log."""
     from datetime import UTC, datetime
     from pathlib import Path
 
@@ -231,9 +231,13 @@ def _log_to_file(results: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.log"
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
-    return str(path)
+    ours = logging.getLogger("screening")
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)
+    return handler
 
 
 def _run_on_cluster(args: argparse.Namespace, store: str, results: str) -> int:
@@ -241,14 +245,18 @@ def _run_on_cluster(args: argparse.Namespace, store: str, results: str) -> int:
     from screening.engine import open_client, run_cohort
 
     cfg = _run_config(args)
-    log_file = _log_to_file(results)
+    handler = _log_to_file(results)
+    log_file = handler.baseFilename
     progress = _ProgressBar(not args.quiet and sys.stderr.isatty())
-    with open_client(_cluster_config(args)) as client:
-        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-        try:
+    try:
+        with open_client(_cluster_config(args)) as client:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             summary = run_cohort(store, results, cfg, client, progress=progress)
-        finally:
-            progress.close()
+        log.info("summary: %s", summary.describe())
+    finally:
+        progress.close()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     print(summary.describe())
     _print_prevalence(results, store, summary.pipeline_id)
     print(

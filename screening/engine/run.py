@@ -218,7 +218,9 @@ def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
 
 
 def _qualname(fn: Any) -> str:
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    """``module:name`` of a function, or of a callable object's class (stable across runs)."""
+    owner = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{owner.__module__}:{owner.__qualname__}"
 
 
 def plan_run(store_root: Path, results: Path, pid: str, *, retry_failed: bool) -> RunPlan:

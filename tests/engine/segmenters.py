@@ -1,0 +1,54 @@
+"""Custom segmentation functions for engine tests (shipped to workers by value).
+
+``box_liver`` is a trivial segmenter (a fixed box in the patient's right upper abdomen and a
+smaller one on the left as spleen). ``poison`` kills its own worker process on scans marked
+with POISON_HU in the first voxel; ``CountingSegmenter`` records every call in a folder and
+takes a little time, so a run can be interrupted part-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+POISON_HU = -1017
+
+
+def box_liver(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> NDArray[np.uint8]:
+    labels = np.zeros(ct.shape, dtype=np.uint8)
+    nz, ny, nx = ct.shape
+    labels[nz // 4 : nz // 2, ny // 3 : 2 * ny // 3, nx // 5 : nx // 2] = 1
+    labels[nz // 4 : nz // 2, ny // 3 : ny // 2, 3 * nx // 4 : 7 * nx // 8] = 2
+    return labels
+
+
+def poison(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> NDArray[np.uint8]:
+    if int(ct.flat[0]) == POISON_HU:
+        os.kill(os.getpid(), signal.SIGKILL)  # as a segfault or the OOM killer would
+    return box_liver(ct, spacing_mm)
+
+
+def ct_digest(ct: NDArray[np.int16]) -> str:
+    return hashlib.sha1(np.ascontiguousarray(ct).tobytes()).hexdigest()[:16]
+
+
+class CountingSegmenter:
+    """``box_liver`` that records each call as ``calls_dir/<ct digest>-<uuid>`` and sleeps."""
+
+    def __init__(self, calls_dir: str, delay_s: float = 0.4) -> None:
+        self.calls_dir = calls_dir
+        self.delay_s = delay_s
+
+    def __call__(
+        self, ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]
+    ) -> NDArray[np.uint8]:
+        Path(self.calls_dir, f"{ct_digest(ct)}-{uuid.uuid4().hex}").touch()
+        time.sleep(self.delay_s)
+        return box_liver(ct, spacing_mm)

@@ -1,0 +1,286 @@
+"""The distributed run on a real local Dask cluster: results, resume, faults, GPU routing.
+
+No mocks: worker processes are really SIGKILLed, the client really dies in a subprocess,
+Parquet is read back by DuckDB/pyarrow, and the U-Net test runs the shipped demo weights.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client
+
+from screening.engine import ClusterConfig, RunConfig, compact_results, open_client, run_cohort
+from screening.ingest.store import open_scan_store
+from screening.measure import MeasureConfig, measure_stores
+from screening.reasons import Segmenter
+from screening.schemas import load_table_schema
+from screening.tables import read_dataset
+from tests.engine import segmenters
+from tests.engine.conftest import write_phantom_store
+
+MEASUREMENTS = load_table_schema("measurements")
+FAILURES = load_table_schema("failures")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def custom(fn: object) -> RunConfig:
+    return RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=fn, overlays=False)  # type: ignore[arg-type]
+
+
+def rows(results: Path) -> list[dict]:
+    return read_dataset(results / "measurements", MEASUREMENTS).to_pylist()
+
+
+def test_unet_run_streams_rows_resumes_and_matches_measure(tmp_path: Path, scheduler: str) -> None:
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 4, seed=1)
+    results = tmp_path / "results"
+    with Client(scheduler) as client:
+        first = run_cohort(store, results, RunConfig(), client)
+        again = run_cohort(store, results, RunConfig(), client)
+    assert first.n_todo == 4 and first.by_status == {"ok": 4}, first.describe()
+    assert again.n_todo == 0 and again.n_skipped == 4  # resume: nothing redone
+    con = duckdb.connect()
+    got = con.sql(
+        f"select scan_id, pipeline_id, model_id, segmenter, device, preprocess_s, segment_s "
+        f"from read_parquet('{results}/measurements/*/*.parquet')"
+    ).fetchall()
+    assert sorted(r[0] for r in got) == ids  # exactly one row per scan
+    assert {r[1] for r in got} == {first.pipeline_id}
+    assert all(r[2] and r[3] == "unet" and r[4] == "cpu" and r[5] > 0 and r[6] > 0 for r in got)
+    # The prep written by the CPU task was used by the segment task.
+    seg_attrs = open_scan_store(store / "scans" / f"{ids[0]}.zarr").derived_attrs("seg")
+    assert seg_attrs is not None and seg_attrs["used_prep"] is True
+    # `screening measure` names the same pipeline from the stored attributes: all skipped.
+    summary = measure_stores(store, results, MeasureConfig(), segmenter=Segmenter.UNET)
+    assert summary.n_skipped == 4 and not summary.by_status
+    # Overlays are on disk where the rows say.
+    overlay = rows(results)[0]["overlay_file"]
+    assert (results / overlay).is_file()
+
+
+def test_reference_run_equals_in_process_measure(tmp_path: Path, scheduler: str) -> None:
+    store = tmp_path / "store"
+    write_phantom_store(store, 3, seed=2)
+    with Client(scheduler) as client:
+        run_cohort(store, tmp_path / "run", RunConfig(segmenter=Segmenter.REFERENCE), client)
+    measure_stores(store, tmp_path / "local", MeasureConfig(), segmenter=Segmenter.REFERENCE)
+    key = "scan_id"
+    a = {r[key]: r for r in rows(tmp_path / "run")}
+    b = {r[key]: r for r in rows(tmp_path / "local")}
+    assert a.keys() == b.keys() and len(a) == 3
+    for scan_id, row in a.items():
+        assert row["pipeline_id"] == b[scan_id]["pipeline_id"]
+        assert row["liver_hu_3d"] == pytest.approx(b[scan_id]["liver_hu_3d"], abs=1e-9)
+        assert row["liver_hu_roi"] == pytest.approx(b[scan_id]["liver_hu_roi"], abs=1e-9)
+
+
+def test_poison_scan_fails_with_reason_and_the_rest_finish(tmp_path: Path, scheduler: str) -> None:
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 5, seed=3, poison=2)
+    results = tmp_path / "results"
+    with Client(scheduler) as client:
+        summary = run_cohort(store, results, custom(segmenters.poison), client)
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+    by_scan = {r["scan_id"]: r for r in rows(results)}
+    assert sorted(by_scan) == ids
+    assert by_scan[ids[2]]["status"] == "failed"
+    assert by_scan[ids[2]]["reason"] == "WORKER_LOST"
+    assert all(by_scan[s]["status"] == "ok" for s in ids if s != ids[2])
+    failures = read_dataset(results / "failures", FAILURES).to_pylist()
+    assert len(failures) == 1
+    (f,) = failures
+    assert (f["scan_id"], f["stage"], f["reason"], f["attempt"]) == (
+        ids[2],
+        "segment",
+        "WORKER_LOST",
+        1,
+    )
+    assert f["worker"] and f["worker"].startswith("tcp://")
+    assert summary.failed_stages == {"segment": 1}
+    # A re-run tries the failed scan again: attempt 2; then compaction keeps one row per scan.
+    with Client(scheduler) as client:
+        retry = run_cohort(store, results, custom(segmenters.poison), client)
+        client.wait_for_workers(2, timeout=60)
+    assert retry.n_todo == 1 and retry.n_skipped == 4
+    attempts = sorted(
+        r["attempt"] for r in read_dataset(results / "failures", FAILURES).to_pylist()
+    )
+    assert attempts == [1, 2]
+    assert Counter(r["scan_id"] for r in rows(results))[ids[2]] == 1  # compacted after retry
+
+
+def test_sigkill_of_a_worker_mid_run_loses_nothing(tmp_path: Path, scheduler: str) -> None:
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 8, seed=4)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    results = tmp_path / "results"
+    with Client(scheduler) as client:
+        pids = client.run(os.getpid)
+        victim = sorted(pids.values())[0]
+
+        def kill_when_busy() -> None:
+            while len(list(calls.iterdir())) < 2:
+                time.sleep(0.05)
+            os.kill(victim, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_busy, daemon=True)
+        killer.start()
+        summary = run_cohort(
+            store, results, custom(segmenters.CountingSegmenter(str(calls), 0.5)), client
+        )
+        killer.join(timeout=30)
+        client.wait_for_workers(2, timeout=60)
+        assert victim not in client.run(os.getpid).values()  # it really died
+    assert summary.by_status == {"ok": 8}, summary.describe()
+    assert sorted(r["scan_id"] for r in rows(results)) == ids
+
+
+def test_killed_client_resumes_without_duplicates_or_recomputation(
+    tmp_path: Path, scheduler: str
+) -> None:
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 10, seed=5)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    results = tmp_path / "results"
+    script = tmp_path / "client.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import cloudpickle
+        from distributed import Client
+        from screening.engine import RunConfig, run_cohort
+        from screening.reasons import Segmenter
+        from tests.engine import segmenters
+        cloudpickle.register_pickle_by_value(segmenters)
+        if __name__ == "__main__":
+            seg = segmenters.CountingSegmenter({str(calls)!r}, 0.6)
+            cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=seg, overlays=False,
+                            flush_rows=1, max_in_flight=2)
+            with Client({scheduler!r}) as client:
+                run_cohort({str(store)!r}, {str(results)!r}, cfg, client)
+        """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(rows(results)) < 3:  # some rows committed, the run not finished
+            assert proc.poll() is None, "the client finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    committed = {r["scan_id"] for r in rows(results)}
+    assert 3 <= len(committed) < 10
+    digests = {
+        s: segmenters.ct_digest(open_scan_store(store / "scans" / f"{s}.zarr").read("ct"))
+        for s in ids
+    }
+    calls_before = Counter(p.name.split("-")[0] for p in calls.iterdir())
+    with Client(scheduler) as client:
+        seg = segmenters.CountingSegmenter(str(calls), 0.0)
+        summary = run_cohort(store, results, custom(seg), client)
+    calls_after = Counter(p.name.split("-")[0] for p in calls.iterdir())
+    assert summary.n_skipped == len(committed)
+    assert summary.n_todo == 10 - len(committed)
+    for s in committed:  # committed scans were not recomputed
+        assert calls_after[digests[s]] == calls_before[digests[s]] == 1
+    got = Counter(r["scan_id"] for r in rows(results))
+    assert sorted(got) == ids and set(got.values()) == {1}  # no duplicate, no lost row
+
+
+def test_truncated_part_is_never_read_and_its_scans_are_redone(
+    tmp_path: Path, scheduler: str
+) -> None:
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 3, seed=6)
+    results = tmp_path / "results"
+    with Client(scheduler) as client:
+        run_cohort(store, results, custom(segmenters.box_liver), client)
+    (part,) = (results / "measurements").glob("*/*.parquet")
+    # A crash on a filesystem without atomic rename: a visible part with half its bytes,
+    # and a hidden temporary file as our own writer would leave it.
+    data = part.read_bytes()
+    bad = part.with_name("part-crashed.parquet")
+    bad.write_bytes(data[: len(data) // 2])
+    part.rename(part.with_name(".part-x.parquet.tmp"))
+    assert read_dataset(results / "measurements", MEASUREMENTS).num_rows == 0
+    with Client(scheduler) as client:
+        summary = run_cohort(store, results, custom(segmenters.box_liver), client)
+    assert summary.n_todo == 3
+    assert sorted(r["scan_id"] for r in rows(results)) == ids
+    assert not bad.exists()
+    assert (results / "quarantine" / "measurements" / bad.parent.name / bad.name).is_file()
+    # DuckDB reading the dataset folder sees only the real rows.
+    n = duckdb.sql(
+        f"select count(*) from read_parquet('{results}/measurements/*/*.parquet')"
+    ).fetchall()
+    assert n == [(3,)]
+
+
+def test_compact_merges_parts_and_keeps_every_scan(tmp_path: Path, scheduler: str) -> None:
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 4, seed=7)
+    results = tmp_path / "results"
+    cfg = RunConfig(
+        segmenter=Segmenter.CUSTOM,
+        segment_fn=segmenters.box_liver,
+        overlays=False,
+        flush_rows=1,
+    )
+    with Client(scheduler) as client:
+        run_cohort(store, results, cfg, client)
+    parts = list((results / "measurements").glob("*/*.parquet"))
+    assert len(parts) == 4
+    before = read_dataset(results / "measurements", MEASUREMENTS).sort_by("scan_id")
+    dropped = compact_results(results)
+    after = read_dataset(results / "measurements", MEASUREMENTS).sort_by("scan_id")
+    assert dropped["measurements"] == 0
+    assert len(list((results / "measurements").glob("*/*.parquet"))) == 1
+    assert after.to_pylist() == before.to_pylist()
+    assert (
+        sorted(
+            pq.read_table(next((results / "measurements").glob("*/*.parquet")))[
+                "scan_id"
+            ].to_pylist()
+        )
+        == ids
+    )
+
+
+def test_segment_tasks_go_to_gpu_workers_only(tmp_path: Path) -> None:
+    """An embedded cluster with one worker tagged GPU=1 (a CPU process standing in): every
+    segment task runs there, the others anywhere; with no tagged worker nothing waits."""
+    store = tmp_path / "store"
+    write_phantom_store(store, 4, seed=8)
+    cfg = ClusterConfig(workers=1, gpu_workers=1, dashboard=False)
+    with open_client(cfg) as client:
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        gpu = [a for a, w in info.items() if w.get("resources", {}).get("GPU")]
+        assert len(info) == 2 and len(gpu) == 1
+        from distributed import get_task_stream
+
+        with get_task_stream(client) as ts:
+            summary = run_cohort(store, tmp_path / "results", RunConfig(overlays=False), client)
+    assert summary.gpu_workers == 1 and summary.by_status == {"ok": 4}
+    where = {t["key"]: t["worker"] for t in ts.data}
+    seg_workers = {w for k, w in where.items() if str(k).startswith("segment-")}
+    assert seg_workers == set(gpu)
+    assert np.all([r["device"] == "cpu" for r in rows(tmp_path / "results")])
