@@ -16,15 +16,18 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-# Synthetic cohort -> key (made once) -> ingest into a scan store on the embedded Dask cluster
-# -> segment with the shipped demo weights -> measure into demo-output/results (Parquet + PNG).
+# The main job, end to end on the embedded Dask cluster: a synthetic cohort over four sites
+# (steatosis, contrast-enhanced scans, livers cut off by the field of view, one corrupt DICOM
+# series) -> key (made once) -> ingest into a scan store -> run (preprocess -> U-Net with the
+# shipped demo weights -> measure) streaming into demo-output/results -> summary with
+# prevalence by site. Re-running `make demo` resumes: nothing is recomputed.
 demo: $(STAMP)
-	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 24 --seed 7 --size small --overwrite
+	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 36 --seed 7 --size small --corrupt 1 \
+		--overwrite --quiet
 	test -f $(DEMO_OUT)/demo.key || $(BIN)/screening keygen $(DEMO_OUT)/demo.key
 	$(BIN)/screening ingest --store $(DEMO_OUT)/store --manifest $(DEMO_OUT)/cohort/manifest.csv \
-		--key-file $(DEMO_OUT)/demo.key
-	$(BIN)/screening segment $(DEMO_OUT)/store --model demo --cascade
-	$(BIN)/screening measure $(DEMO_OUT)/store --out $(DEMO_OUT)/results
+		--key-file $(DEMO_OUT)/demo.key --quiet
+	$(BIN)/screening run $(DEMO_OUT)/store --out $(DEMO_OUT)/results --model demo
 
 # How the shipped demo weights (screening/model/weights/demo) were made: a synthetic cohort
 # (seed 1001, not the demo's seed 7 nor the benchmark's held-out seed 2024), ingested like user

@@ -237,7 +237,14 @@ def _log_to_file(results: str) -> logging.FileHandler:
     ours = logging.getLogger("screening")
     if ours.getEffectiveLevel() > logging.INFO:
         ours.setLevel(logging.INFO)
+    _FILE_ONLY.addHandler(handler)
+    _FILE_ONLY.setLevel(logging.INFO)
     return handler
+
+
+# What the terminal already shows on stdout goes to the log file only.
+_FILE_ONLY = logging.getLogger("screening.logfile")
+_FILE_ONLY.propagate = False
 
 
 def _run_on_cluster(args: argparse.Namespace, store: str, results: str) -> int:
@@ -250,12 +257,12 @@ def _run_on_cluster(args: argparse.Namespace, store: str, results: str) -> int:
     progress = _ProgressBar(not args.quiet and sys.stderr.isatty())
     try:
         with open_client(_cluster_config(args)) as client:
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             summary = run_cohort(store, results, cfg, client, progress=progress)
-        log.info("summary: %s", summary.describe())
+        _FILE_ONLY.info("summary: %s", summary.describe())
     finally:
         progress.close()
         logging.getLogger().removeHandler(handler)
+        _FILE_ONLY.removeHandler(handler)
         handler.close()
     print(summary.describe())
     _print_prevalence(results, store, summary.pipeline_id)

@@ -108,7 +108,7 @@ def open_client(cfg: ClusterConfig) -> Iterator[Any]:
         return
     if cfg.scheduler:
         client = Client(cfg.scheduler)
-        log.info("connected to scheduler %s", cfg.scheduler)
+        log.info("connected to scheduler %s; dashboard: %s", cfg.scheduler, client.dashboard_link)
         try:
             yield client
         finally:

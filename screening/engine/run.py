@@ -132,6 +132,7 @@ class RunSummary:
     by_status: dict[str, int] = field(default_factory=dict)
     by_reason: dict[str, int] = field(default_factory=dict)
     failed_stages: dict[str, int] = field(default_factory=dict)
+    qc_flags: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     workers: int = 0
     gpu_workers: int = 0
@@ -145,6 +146,8 @@ class RunSummary:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         if stage:
             self.failed_stages[stage] = self.failed_stages.get(stage, 0) + 1
+        for flag in row.get("qc_flags") or []:
+            self.qc_flags[flag] = self.qc_flags.get(flag, 0) + 1
 
     @property
     def n_finished(self) -> int:
@@ -161,6 +164,9 @@ class RunSummary:
         if self.by_reason:
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.by_reason.items()))
             lines.append(f"  reasons: {reasons}")
+        if self.qc_flags:
+            flags = ", ".join(f"{r} {n}" for r, n in sorted(self.qc_flags.items()))
+            lines.append(f"  QC flags: {flags} (see the overlays)")
         if self.failed_stages:
             stages = ", ".join(f"{s} {n}" for s, n in sorted(self.failed_stages.items()))
             lines.append(f"  failed at stage: {stages} (details: {self.results}/failures)")
