@@ -42,25 +42,39 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 @contextmanager
 def exclusive_lock(path: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) or raise ConfigError.
+    """Hold an exclusive ``flock`` on ``path`` (created, and removed on release) or raise
+    ConfigError naming the holder.
 
     The kernel drops the lock when the holder exits, however it exits (Ctrl-C, SIGKILL), so a
-    killed process never leaves a stale lock behind. ``what`` names the holder in the error.
+    killed process never blocks the next one; its left-over file is simply locked again.
+    ``what`` names the holder in the error.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    for _ in range(10):
+        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise ConfigError(
                 f"another {what} is running on this folder (pid {holder}, lock {target}); "
                 "wait for it to finish"
             ) from e
+        try:
+            same = os.fstat(fd).st_ino == os.stat(target).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file as we opened it: lock the new one
+    else:  # pragma: no cover - would need ten races in a row
+        raise ConfigError(f"could not lock {target}: it keeps being replaced")
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        target.unlink(missing_ok=True)  # while still holding the lock
+        os.close(fd)

@@ -1,0 +1,75 @@
+"""Prevalence with Wilson CIs: the interval against scipy, the table against its inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import binomtest
+
+from screening._version import __version__
+from screening.ingest.catalog import CatalogWriter
+from screening.measure import MeasureConfig, measure_stores
+from screening.reasons import Segmenter
+from screening.stats import format_prevalence, prevalence_table, wilson_interval
+from tests.engine.conftest import write_phantom_store
+
+
+@given(n=st.integers(1, 2000), frac=st.floats(0, 1), conf=st.sampled_from([0.9, 0.95, 0.99]))
+def test_wilson_matches_scipy(n: int, frac: float, conf: float) -> None:
+    k = round(frac * n)
+    lo, hi = wilson_interval(k, n, conf)
+    ref = binomtest(k, n).proportion_ci(confidence_level=conf, method="wilson")
+    assert float(lo) == pytest.approx(ref.low, abs=1e-9)
+    assert float(hi) == pytest.approx(ref.high, abs=1e-9)
+
+
+def test_wilson_is_vectorised_and_undefined_for_empty_groups() -> None:
+    lo, hi = wilson_interval([0, 5, 0], [10, 10, 0])
+    assert lo.shape == (3,) and np.isnan(lo[2]) and np.isnan(hi[2])
+    assert lo[0] == 0.0 and 0 < hi[0] < 0.3 and lo[1] < 0.5 < hi[1]
+
+
+def test_prevalence_table_accounts_for_every_scan(tmp_path: Path) -> None:
+    store, results = tmp_path / "store", tmp_path / "results"
+    # Livers at 20, 35, 50, 65 HU on sites 0/1/0/1: one steatotic scan per site.
+    write_phantom_store(store, 4, seed=21)
+    writer = CatalogWriter(store)
+    writer.add(
+        {
+            "scan_id": "rejected-one",
+            "cohort": "test",
+            "site": "site-0",
+            "status": "rejected",
+            "reason": "TOO_FEW_SLICES",
+            "engine_version": __version__,
+            "ingested_at": datetime.now(UTC),
+        }
+    )
+    writer.flush()
+    measure_stores(store, results, MeasureConfig(), segmenter=Segmenter.REFERENCE, overlays=False)
+    table = prevalence_table(results, store, by="site", method="ai_roi")
+    rows = {r["group"]: r for r in table.to_pylist()}
+    assert list(rows) == ["site-0", "site-1", "all"]
+    parts = (
+        "n_ingest_rejected",
+        "n_not_run",
+        "n_failed",
+        "n_contrast_excluded",
+        "n_undecided",
+        "n_decided",
+    )
+    for r in rows.values():  # every scan lands in exactly one column
+        assert sum(r[c] for c in parts) == r["n_scans"]
+    assert (rows["site-0"]["n_scans"], rows["site-0"]["n_ingest_rejected"]) == (3, 1)
+    assert (rows["all"]["n_decided"], rows["all"]["n_steatosis"]) == (4, 2)
+    assert rows["all"]["prevalence_pct"] == pytest.approx(50.0)
+    lo, hi = wilson_interval(2, 4)
+    assert rows["all"]["ci_lo_pct"] == pytest.approx(100 * float(lo))
+    assert rows["all"]["ci_hi_pct"] == pytest.approx(100 * float(hi))
+    text = format_prevalence(table, "site", "ai_roi")
+    assert "50.0%" in text and "site-1" in text
