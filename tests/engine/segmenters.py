@@ -52,3 +52,9 @@ class CountingSegmenter:
         Path(self.calls_dir, f"{ct_digest(ct)}-{uuid.uuid4().hex}").touch()
         time.sleep(self.delay_s)
         return box_liver(ct, spacing_mm)
+
+
+def slow_box(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> NDArray[np.uint8]:
+    """``box_liver`` taking half a second (importable by name: ``--segment-fn``)."""
+    time.sleep(0.5)
+    return box_liver(ct, spacing_mm)

@@ -3,6 +3,11 @@ each with its own embedded LocalCluster)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -11,6 +16,8 @@ import pytest
 from screening.cli import main
 from screening.synthetic.cohort import generate_cohort
 from tests.engine.conftest import write_phantom_store
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_run_cli_summary_log_prevalence_and_resume(
@@ -66,3 +73,43 @@ def test_screen_one_shot_ingests_runs_and_accounts_for_every_series(
     # The prevalence table's last line accounts for all four series.
     last = [line for line in text.splitlines() if line.startswith("all ")][-1].split()
     assert last[1] == "4" and last[-2] == "1"  # scans, rejected at ingest
+
+
+def test_ctrl_c_commits_finished_scans_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: exit code 130, the rows of
+    finished scans are committed, and re-running the command finishes the rest exactly once."""
+    store, results = tmp_path / "store", tmp_path / "results"
+    ids = write_phantom_store(store, 24, seed=12)  # 6 s of work; rows commit every 5 s
+    cmd = [
+        sys.executable, "-m", "screening.cli", "run", str(store), "--out", str(results),
+        "--workers", "2", "--quiet", "--no-overlays",
+        "--segment-fn", "tests.engine.segmenters:slow_box",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any((results / "measurements").glob("*/*.parquet")):
+            assert proc.poll() is None and time.monotonic() < deadline, "finished too soon"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    assert "INTERRUPTED" in out or "interrupted" in out
+    committed = [r["scan_id"] for r in _rows(results)]
+    assert 1 <= len(committed) < 24 and len(set(committed)) == len(committed)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(committed)} already done" in again.stdout
+    assert sorted(r["scan_id"] for r in _rows(results)) == ids
+
+
+def _rows(results: Path) -> list[dict]:
+    from screening.schemas import load_table_schema
+    from screening.tables import read_dataset
+
+    return read_dataset(results / "measurements", load_table_schema("measurements")).to_pylist()

@@ -1,38 +1,24 @@
-"""Deployment files (``cluster/*.yaml``): parse, validate, and build the Dask cluster they describe.
-
-One YAML file describes one deployment; its top-level ``kind`` picks the spec class and what
-:func:`open_cluster_file` builds:
-
-- ``local`` (:class:`LocalSpec`): the embedded LocalCluster of :func:`~.cluster.open_client`.
-- ``slurm`` (:class:`SlurmSpec`): a scheduler in this process; CPU and GPU worker jobs
-  submitted through dask-jobqueue, all joining that scheduler.
-- ``kubernetes`` (:class:`KubernetesSpec`): a ``DaskCluster`` (CPU workers) and a GPU
-  ``DaskWorkerGroup``, created through the dask-kubernetes operator.
-- ``scheduler`` (:class:`SchedulerSpec`): a connection to a running scheduler, TLS if asked.
+"""Deployment specs: the spec dataclasses of each ``kind``, their YAML parsing, and TLS.
 
 Unknown keys are errors (typos must not be ignored silently), and relative paths in a file
-resolve against the file's folder. dask-jobqueue and dask-kubernetes are optional extras,
-imported only where used.
+resolve against the file's folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
-import time
 import types
 import typing
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from screening.config import FrozenConfig, require
-from screening.engine.cluster import ClusterConfig, open_client
-from screening.errors import ConfigError, attempt_import
+from screening.engine.cluster import ClusterConfig
+from screening.errors import ConfigError
 
 __all__ = [
     "DeploySpec",
@@ -47,20 +33,14 @@ __all__ = [
     "SlurmGpuJobs",
     "SlurmSpec",
     "TLSSpec",
-    "kubernetes_manifest",
     "load_cluster_file",
-    "open_cluster_file",
     "security_for",
-    "slurm_job_scripts",
 ]
-
-log = logging.getLogger(__name__)
 
 # Field metadata: a filesystem path that resolves against the YAML file's folder.
 _PATH = {"path": True}
 _GPU_RESOURCE = "GPU"  # the worker resource the segment stage asks for (DESIGN §2)
 _K8S_GPU = "nvidia.com/gpu"
-_SCHEDULER_PLACEHOLDER = "{protocol}://<insert-scheduler-address-here>:8786"
 
 
 # --------------------------------------------------------------------------- the specs
@@ -487,310 +467,3 @@ def _check_tls_files(spec: DeploySpec, file: Path) -> None:
                 "(relative paths start from the cluster file's folder)",
                 path=file,
             )
-
-
-# --------------------------------------------------------------------------- SLURM
-
-
-def _slurm_job_kwargs(jobs: SlurmCpuJobs, spec: SlurmSpec) -> dict[str, Any]:
-    """Keyword arguments of ``dask_jobqueue.slurm.SLURMJob`` for one section."""
-    directives = list(jobs.job_extra_directives)
-    extra_args = list(jobs.worker_extra_args)
-    if isinstance(jobs, SlurmGpuJobs):
-        directives.append(jobs.gpu_request)
-        extra_args += ["--resources", f"{_GPU_RESOURCE}=1"]
-    security = security_for(spec)
-    return {
-        "queue": jobs.queue,
-        "account": jobs.account,
-        "cores": jobs.cores,
-        "processes": jobs.processes,
-        "memory": jobs.memory,
-        "walltime": jobs.walltime,
-        "job_name": jobs.job_name,
-        "job_cpu": jobs.job_cpu,
-        "job_extra_directives": directives,
-        "job_script_prologue": list(jobs.job_script_prologue),
-        "worker_extra_args": extra_args,
-        "local_directory": jobs.local_directory,
-        "log_directory": jobs.log_directory,
-        "python": jobs.python,
-        "interface": spec.interface,
-        "protocol": "tls://" if security is not None else None,
-        "security": security,
-        "config_name": "slurm",
-    }
-
-
-def slurm_job_scripts(spec: SlurmSpec, scheduler_address: str | None = None) -> dict[str, str]:
-    """The sbatch scripts of the CPU and GPU worker jobs, without submitting anything.
-
-    Rendered by dask-jobqueue's ``SLURMJob.job_script`` (what ``SLURMCluster.job_script``
-    renders), so they are exactly what :func:`open_cluster_file` submits, except for the
-    worker name and the scheduler address.
-
-    Parameters
-    ----------
-    spec
-        A ``kind: slurm`` spec.
-    scheduler_address
-        Address the workers connect to; by default dask-jobqueue's placeholder
-        (``tcp://<insert-scheduler-address-here>:8786``, ``tls://`` with TLS).
-
-    Returns
-    -------
-    dict[str, str]
-        ``{"cpu": script, "gpu": script}``. Note that dask-jobqueue creates
-        ``log_directory`` (when set) while rendering.
-    """
-    slurm: Any = attempt_import("dask_jobqueue.slurm", "slurm")
-    if scheduler_address is None:
-        protocol = "tls" if spec.tls is not None else "tcp"
-        scheduler_address = _SCHEDULER_PLACEHOLDER.format(protocol=protocol)
-    return {
-        section: slurm.SLURMJob(
-            scheduler_address, name=f"{section}-0", **_slurm_job_kwargs(jobs, spec)
-        ).job_script()
-        for section, jobs in (("cpu", spec.cpu), ("gpu", spec.gpu))
-    }
-
-
-def _start_slurm(spec: SlurmSpec) -> Any:
-    """A SLURMCluster whose scheduler also receives the GPU jobs, all jobs submitted."""
-    slurm: Any = attempt_import("dask_jobqueue.slurm", "slurm")
-    cpu_kwargs = _slurm_job_kwargs(spec.cpu, spec)
-    for shared in ("interface", "protocol", "config_name"):
-        cpu_kwargs.pop(shared)  # SLURMCluster takes these itself and passes them on
-    security = cpu_kwargs.pop("security")
-    dashboard = (
-        {"dashboard_address": spec.dashboard_address}
-        if spec.dashboard_address
-        else {"dashboard": False, "dashboard_address": ":0"}  # its HTTP server still starts
-    )
-    cluster = slurm.SLURMCluster(
-        n_workers=0,
-        interface=spec.interface,
-        security=security,
-        scheduler_options=dashboard,
-        silence_logs=logging.WARNING,
-        **cpu_kwargs,
-    )
-    try:
-        # dask-jobqueue has one job type per cluster. SpecCluster starts each worker_spec entry
-        # with its own class and options, so GPU entries with GPU job options join the same
-        # scheduler; the entries' names become the SLURM-side worker names.
-        for i in range(spec.cpu.jobs):
-            cluster.worker_spec[f"cpu-{i}"] = cluster.new_spec
-        gpu_entry = {"cls": slurm.SLURMJob, "options": _slurm_job_kwargs(spec.gpu, spec)}
-        for i in range(spec.gpu.jobs):
-            cluster.worker_spec[f"gpu-{i}"] = gpu_entry
-        # Submitting synchronously (not via scale()) makes an sbatch error raise here.
-        cluster.sync(cluster._correct_state)
-    except BaseException:
-        _close_slurm(cluster)
-        raise
-    log.info(
-        "submitted %d CPU and %d GPU SLURM job(s) to scheduler %s",
-        spec.cpu.jobs,
-        spec.gpu.jobs,
-        cluster.scheduler_address,
-    )
-    return cluster
-
-
-def _close_slurm(cluster: Any) -> None:
-    """Cancel every job (scancel) and stop the scheduler."""
-    from distributed.core import Status
-
-    # dask-jobqueue's Job.close() cancels the job but never updates its status, and
-    # SpecCluster.close() asserts that every job it still holds is closing, closed or failed
-    # (it holds them after a failed sbatch, for one).
-    for job in cluster.workers.values():
-        job.status = Status.closing
-    cluster.close()
-
-
-# --------------------------------------------------------------------------- Kubernetes
-
-
-def _pod_spec(group: KubeWorkerGroup, spec: KubernetesSpec, make_worker_spec: Any) -> Any:
-    # `dask worker`: recent distributed (2026.8 here) installs only the `dask` command, not
-    # the `dask-worker` / `dask-scheduler` scripts that dask-kubernetes defaults to.
-    command = ["dask", "worker", "--nthreads", str(group.threads)]
-    if group.gpu:
-        command += ["--resources", f"{_GPU_RESOURCE}=1"]
-    worker = make_worker_spec(
-        image=spec.image,
-        n_workers=group.replicas,
-        resources=group.resources(),
-        env=dict(spec.env),
-        worker_command=command,
-    )
-    pod = worker["spec"]
-    pod["volumes"] = [
-        {"name": "screening-data", "persistentVolumeClaim": {"claimName": spec.volume.claim_name}}
-    ]
-    pod["containers"][0]["volumeMounts"] = [
-        {"name": "screening-data", "mountPath": spec.volume.mount_path}
-    ]
-    if group.node_selector:
-        pod["nodeSelector"] = dict(group.node_selector)
-    if group.tolerations:
-        pod["tolerations"] = [dict(t) for t in group.tolerations]
-    return worker
-
-
-def kubernetes_manifest(spec: KubernetesSpec) -> dict[str, Any]:
-    """The Kubernetes objects of a deployment, without contacting any cluster.
-
-    Returns
-    -------
-    dict
-        A ``kind: List`` whose items are the ``DaskCluster`` (scheduler and the CPU worker
-        group as its default group, from ``dask_kubernetes.operator.make_cluster_spec``) and,
-        when ``gpu.replicas`` > 0, the GPU ``DaskWorkerGroup``; ``kubectl apply -f`` takes
-        it as YAML. :func:`open_cluster_file` creates the same objects through ``KubeCluster``.
-    """
-    operator: Any = attempt_import("dask_kubernetes.operator", "kubernetes")
-    cluster = operator.make_cluster_spec(
-        name=spec.name,
-        image=spec.image,
-        env=dict(spec.env),
-        scheduler_service_type=spec.scheduler.service_type,
-    )
-    cluster["metadata"]["namespace"] = spec.namespace
-    cluster["spec"]["worker"] = _pod_spec(spec.cpu, spec, operator.make_worker_spec)
-    scheduler = cluster["spec"]["scheduler"]["spec"]["containers"][0]
-    scheduler["args"] = ["dask", "scheduler", *scheduler["args"][1:]]  # as for the workers
-    scheduler["resources"] = {
-        "requests": dict(spec.scheduler.requests),
-        "limits": dict(spec.scheduler.limits),
-    }
-    items = [cluster]
-    if spec.gpu.replicas:
-        items.append(
-            {
-                "apiVersion": "kubernetes.dask.org/v1",
-                "kind": "DaskWorkerGroup",
-                # The name add_worker_group("gpu") gives it, so both routes make one object.
-                "metadata": {"name": f"{spec.name}-gpu", "namespace": spec.namespace},
-                "spec": {
-                    "cluster": spec.name,
-                    "worker": _pod_spec(spec.gpu, spec, operator.make_worker_spec),
-                },
-            }
-        )
-    for item in items:
-        if item["metadata"]["namespace"] is None:
-            del item["metadata"]["namespace"]  # kubectl / KubeCluster pick the current one
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
-def _start_kubernetes(spec: KubernetesSpec) -> Any:
-    operator: Any = attempt_import("dask_kubernetes.operator", "kubernetes")
-    from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
-
-    items = kubernetes_manifest(spec)["items"]
-    # CREATE_ONLY: never adopt (and then delete on close) someone else's cluster of that name.
-    cluster = operator.KubeCluster(
-        custom_cluster_spec=items[0],
-        namespace=spec.namespace,
-        create_mode=CreateMode.CREATE_ONLY,
-        shutdown_on_close=True,
-        quiet=True,
-    )
-    try:
-        if len(items) > 1:
-            cluster.add_worker_group(
-                "gpu", n_workers=spec.gpu.replicas, custom_spec=items[1]["spec"]["worker"]
-            )
-    except BaseException:
-        cluster.close()
-        raise
-    return cluster
-
-
-# --------------------------------------------------------------------------- opening
-
-
-def _wait_for_workers(client: Any, *, cpu: bool, gpu: bool, timeout_s: float) -> None:
-    """Wait until at least one CPU and one GPU worker (those asked for) have joined."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
-        n_gpu = sum(1 for w in workers if w.get("resources", {}).get(_GPU_RESOURCE, 0) >= 1)
-        missing = [
-            kind
-            for kind, wanted, have in (("CPU", cpu, len(workers) - n_gpu), ("GPU", gpu, n_gpu))
-            if wanted and have == 0
-        ]
-        if not missing:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"no {' or '.join(missing)} worker joined within {timeout_s:g} s; the jobs or "
-                "pods may still be queued (squeue / kubectl get pods) or failed (their logs); "
-                "raise startup_timeout_s in the cluster file to wait longer"
-            )
-        time.sleep(0.5)
-
-
-@contextmanager
-def open_cluster_file(path: str | os.PathLike[str]) -> Iterator[Any]:
-    """Build the cluster a deployment file describes and yield a connected client.
-
-    Parameters
-    ----------
-    path
-        A ``cluster/*.yaml`` file (see :func:`load_cluster_file`).
-
-    Yields
-    ------
-    distributed.Client
-        Connected to the cluster's scheduler. For SLURM and Kubernetes at least one CPU and
-        one GPU worker (those the file asks for) have joined, within ``startup_timeout_s``.
-
-    Notes
-    -----
-    On exit the client closes and so does whatever was started: the local cluster, the
-    SLURM jobs (``scancel``), the ``DaskCluster`` resource. An existing scheduler is left
-    running.
-    """
-    from distributed import Client
-
-    file = Path(path)
-    spec = load_cluster_file(file)
-    _check_tls_files(spec, file)
-    if isinstance(spec, LocalSpec):
-        with open_client(spec.cluster_config()) as client:
-            yield client
-        return
-    security = security_for(spec)
-    if isinstance(spec, SchedulerSpec):
-        client = Client(spec.address, security=security)
-        log.info("connected to scheduler %s", spec.address)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    if isinstance(spec, SlurmSpec):
-        cluster = _start_slurm(spec)
-        cpu, gpu, timeout_s = spec.cpu.jobs > 0, spec.gpu.jobs > 0, spec.startup_timeout_s
-    else:
-        cluster = _start_kubernetes(spec)
-        cpu, gpu, timeout_s = spec.cpu.replicas > 0, spec.gpu.replicas > 0, spec.startup_timeout_s
-    try:
-        client = Client(cluster, security=security)
-        try:
-            log.info("Dask dashboard: %s", client.dashboard_link)
-            if timeout_s:
-                _wait_for_workers(client, cpu=cpu, gpu=gpu, timeout_s=timeout_s)
-            yield client
-        finally:
-            client.close()
-    finally:
-        if isinstance(spec, SlurmSpec):
-            _close_slurm(cluster)
-        else:
-            cluster.close()
