@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from screening.synthetic.stores import box_segmentation
+
 POISON_HU = -1017
 
 
 def box_liver(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> NDArray[np.uint8]:
-    labels = np.zeros(ct.shape, dtype=np.uint8)
-    nz, ny, nx = ct.shape
-    labels[nz // 4 : nz // 2, ny // 3 : 2 * ny // 3, nx // 5 : nx // 2] = 1
-    labels[nz // 4 : nz // 2, ny // 3 : ny // 2, 3 * nx // 4 : 7 * nx // 8] = 2
-    return labels
+    return box_segmentation(ct, spacing_mm)
 
 
 def poison(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> NDArray[np.uint8]:
