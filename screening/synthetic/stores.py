@@ -81,7 +81,9 @@ def write_phantom_stores(
     return ids
 
 
-def box_segmentation(ct_hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+def box_segmentation(
+    ct_hu: NDArray[np.int16], spacing_mm: tuple[float, float, float]
+) -> NDArray[np.uint8]:
     """A trivial segmenter for engine benchmarks and tests: fixed boxes in the patient's right
     (liver, 1) and left (spleen, 2) upper abdomen. Anatomically meaningless, nearly free."""
     labels = np.zeros(ct_hu.shape, dtype=np.uint8)
