@@ -370,6 +370,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--scheduler", help="address of an existing Dask scheduler (tcp://host:8786)"
     )
+    where.add_argument("--cluster", help="deployment file, e.g. cluster/slurm.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -600,12 +601,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--gpu-workers", type=int, help="local GPU workers (default: one per visible GPU)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers", type=int, help="worker processes of the local cluster (default: one per core)"
-    )
-    where.add_argument("--scheduler", help="address of an existing Dask scheduler")
-    where.add_argument("--cluster", help="deployment file, e.g. cluster/slurm.yaml")
+    _add_cluster_options(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
