@@ -277,12 +277,14 @@ def _demote(markdown_text: str) -> str:
 
 def run_stage_benchmarks(quick: bool) -> list[str]:
     """The stage benchmarks with their own reports: ingest, store codecs, segmentation,
-    measurement."""
+    measurement, the distributed run."""
     from bench.bench_ingest import bench_ingest, cpu_model, git_state
     from bench.bench_ingest import to_markdown as ingest_markdown
     from bench.bench_measure import bench_measure
     from bench.bench_measure import to_markdown as measure_markdown
     from bench.bench_measure_accuracy import accuracy_markdown, bench_measure_accuracy
+    from bench.bench_run import bench_run
+    from bench.bench_run import to_markdown as run_markdown
     from bench.bench_segmentation import bench_segmentation
     from bench.bench_segmentation import to_markdown as segmentation_markdown
     from bench.bench_store_codecs import bench_store_codecs, codecs_markdown
@@ -297,12 +299,15 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     measurement = bench_measure(quick)
     print("running: measurement accuracy (held-out cohort vs truth) ...", file=sys.stderr)
     accuracy = bench_measure_accuracy(n=12 if quick else 40, contrast_n=4 if quick else 20)
+    print("running: distributed run (scaling, overhead, memory, scans/hour) ...", file=sys.stderr)
+    distributed_run = bench_run(quick)
     return [
         _demote(ingest_markdown(ingest, cpu=cpu_model(), quick=quick, git=git_state())),
         _demote(codecs_markdown(codecs)),
         _demote(segmentation_markdown(segmentation, cpu_model(), quick)),
         _demote(measure_markdown(measurement, cpu_model(), git_state())),
         _demote(accuracy_markdown(accuracy, f"{cpu_model()}, {os.cpu_count()} logical CPUs")),
+        _demote(run_markdown(distributed_run, cpu_model(), git_state())),
     ]
 
 
