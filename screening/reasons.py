@@ -86,6 +86,7 @@ class Stage(StrEnum):
     PREPROCESS = "preprocess"
     SEGMENT = "segment"
     MEASURE = "measure"
+    SCAN = "scan"  # the whole chain as one task (a cluster without GPU workers)
 
 
 class SteatosisGrade(StrEnum):

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import dask
+
 from screening.config import FrozenConfig, require
 
 __all__ = ["ClusterConfig", "open_client"]
@@ -42,6 +44,13 @@ class ClusterConfig(FrozenConfig):
     gpu_workers
         Extra local workers tagged ``resources={"GPU": 1}``, each seeing one GPU
         (``CUDA_VISIBLE_DEVICES``); ``None`` means one per GPU torch can see, 0 none.
+    malloc_threshold_mib
+        glibc's trim and mmap thresholds in the local workers (``None`` keeps Dask's
+        ``MALLOC_TRIM_THRESHOLD_=65536``). Dask's small trim threshold also switches off
+        glibc's dynamic mmap threshold, so every large temporary of the U-Net and resampling
+        is mapped and faulted in afresh: measured 1.5x slower segmentation
+        (bench/bench_run.py). 256 MiB keeps those buffers in the heap; the cost is that up to
+        that much freed memory per worker is returned to the OS later.
     cluster_file
         A deployment file (``cluster/*.yaml``: local, SLURM, Kubernetes, an existing
         scheduler with TLS); when set it decides everything else.
@@ -54,6 +63,7 @@ class ClusterConfig(FrozenConfig):
     dashboard: bool = True
     gpu_workers: int | None = None
     cluster_file: str | None = None
+    malloc_threshold_mib: int | None = 256
 
     def __post_init__(self) -> None:
         require(
@@ -61,6 +71,10 @@ class ClusterConfig(FrozenConfig):
             f"workers must be >= 1, got {self.workers}",
         )
         require(self.threads_per_worker >= 1, "threads_per_worker must be >= 1")
+        require(
+            self.malloc_threshold_mib is None or self.malloc_threshold_mib >= 0,
+            "malloc_threshold_mib must be >= 0 (or None)",
+        )
         require(
             self.gpu_workers is None or self.gpu_workers >= 0,
             f"gpu_workers must be >= 0, got {self.gpu_workers}",
@@ -73,6 +87,15 @@ class ClusterConfig(FrozenConfig):
         if self.gpu_workers is not None:
             return self.gpu_workers
         return visible_gpu_count()
+
+
+def worker_environ(cfg: ClusterConfig) -> dict[str, Any]:
+    """Environment set before each local worker process starts (Dask's, plus malloc)."""
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    if cfg.malloc_threshold_mib is not None:
+        threshold = str(cfg.malloc_threshold_mib << 20)
+        env.update(MALLOC_TRIM_THRESHOLD_=threshold, MALLOC_MMAP_THRESHOLD_=threshold)
+    return env
 
 
 def visible_gpu_count() -> int:
@@ -114,16 +137,18 @@ def open_client(cfg: ClusterConfig) -> Iterator[Any]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(
-        n_workers=cfg.n_local_workers(),
-        threads_per_worker=cfg.threads_per_worker,
-        processes=True,
-        memory_limit=cfg.memory_limit,
-        dashboard_address=":0" if cfg.dashboard else None,
-        silence_logs=logging.WARNING,
-    )
     n_gpu = cfg.n_gpu_workers()
-    _add_gpu_workers(cluster, n_gpu)
+    # Read by each Nanny when it is created (and reused when it restarts its worker).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cfg)}):
+        cluster = LocalCluster(
+            n_workers=cfg.n_local_workers(),
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=":0" if cfg.dashboard else None,
+            silence_logs=logging.WARNING,
+        )
+        _add_gpu_workers(cluster, n_gpu)
     client = Client(cluster)
     if n_gpu:
         client.wait_for_workers(cfg.n_local_workers() + n_gpu, timeout=120)

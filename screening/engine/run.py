@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from screening.engine.tasks import (
     StageSettings,
     measure_task,
     preprocess_task,
+    scan_task,
     segment_task,
 )
 from screening.errors import ConfigError, StoreError
@@ -70,11 +72,16 @@ class RunConfig:
         Stage configurations; with ``inference.cascade`` and a model without a coarse
         sub-model, the cascade is switched off (recorded in the pipeline id).
     max_in_flight
-        Scans submitted at once; ``None`` means two per worker.
+        Scans submitted at once; ``None`` means four per worker (a few queued per worker hide
+        the round trip to the client; measured in bench/bench_run.py).
     flush_rows, flush_seconds
         Commit buffered rows after this many rows or seconds (what a hard kill can cost).
     retry_failed
         Re-run scans whose earlier attempts failed (their ``attempt`` counts up).
+    worker_lost_retries
+        Resubmissions, within the run, of a scan whose worker died (after Dask's own
+        ``allowed-failures``). A worker killed by one poison scan also fails the tasks queued
+        beside it; they deserve another try, each recorded as an attempt in ``failures``.
     """
 
     segmenter: Segmenter = Segmenter.UNET
@@ -87,6 +94,7 @@ class RunConfig:
     flush_rows: int = 64
     flush_seconds: float = 5.0
     retry_failed: bool = True
+    worker_lost_retries: int = 1
     segment_fn: SegmentFn | None = None
     segment_fn_name: str | None = None
 
@@ -205,6 +213,8 @@ def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
             preprocess=model.preprocess_cfg,
             inference=inference,
             device=cfg.device,
+            # One plugin per model: a later run with the same weights finds them loaded.
+            model_plugin=f"{MODEL_PLUGIN}-{model.model_id[:16]}-{int(inference.cascade)}",
         )
     if cfg.segmenter is Segmenter.CUSTOM:
         name = cfg.segment_fn_name or _qualname(cfg.segment_fn)
@@ -303,11 +313,15 @@ def _failure_rows(
 
 
 def _lost_stage(futures: list[Any]) -> tuple[str, BaseException | None]:
-    """The first stage whose future erred (a dead worker fails its dependants too)."""
-    for stage, fut in zip((Stage.PREPROCESS, Stage.SEGMENT, Stage.MEASURE), futures, strict=True):
+    """The first stage whose future erred (a dead worker fails its dependants too); a fused
+    task (one future) is stage ``scan``."""
+    stages = (
+        (Stage.PREPROCESS, Stage.SEGMENT, Stage.MEASURE) if len(futures) == 3 else (Stage.SCAN,)
+    )
+    for stage, fut in zip(stages, futures, strict=True):
         if fut.status == "error":
             return stage.value, fut.exception()
-    return Stage.MEASURE.value, None
+    return stages[-1].value, None
 
 
 def _describe_lost(error: BaseException | None) -> tuple[str, str, str | None]:
@@ -366,12 +380,12 @@ def run_cohort(
             assert settings.inference is not None
             client.register_plugin(
                 ModelPlugin(cfg.model, with_coarse=settings.inference.cascade),
-                name=MODEL_PLUGIN,
+                name=settings.model_plugin,
             )
-        limit = cfg.max_in_flight or 2 * summary.workers
+        limit = cfg.max_in_flight or 4 * summary.workers
         sink = ResultSink(out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
         try:
-            _stream(client, plan, settings, sink, summary, limit, progress)
+            _stream(client, plan, settings, sink, summary, limit, progress, cfg.worker_lost_retries)
         finally:
             sink.flush()
         if summary.by_status and not summary.interrupted and plan.n_failed_before:
@@ -389,21 +403,29 @@ def _stream(
     summary: RunSummary,
     limit: int,
     progress: Callable[[RunProgress], None] | None,
+    retries: int,
 ) -> None:
     from distributed import as_completed
 
     gpu = {"resources": {"GPU": 1}} if summary.gpu_workers else {}
-    pending = iter(plan.todo)
+    chained = bool(summary.gpu_workers)  # else one fused task per scan (tasks.scan_task)
+    pending = deque(plan.todo)
+    lost: dict[str, int] = {}  # scan_id -> worker deaths seen in this run
     in_flight: dict[str, tuple[ScanRef, list[Any]]] = {}
     state = RunProgress(total=len(plan.todo))
     ac = as_completed()
 
     def submit_next() -> None:
-        scan = next(pending, None)
-        if scan is None:
+        if not pending:
             return
+        scan = pending.popleft()
         # Keys name the pseudonymous scan_id only (never a patient identifier).
         token = f"{scan.scan_id[:16]}-{uuid.uuid4().hex[:8]}"
+        if not chained:
+            fused = client.submit(scan_task, scan, settings, key=f"scan-{token}", pure=False)
+            in_flight[fused.key] = (scan, [fused])
+            ac.add(fused)
+            return
         prep = client.submit(preprocess_task, scan, settings, key=f"preprocess-{token}", pure=False)
         seg = client.submit(
             segment_task, scan, prep, settings, key=f"segment-{token}", pure=False, **gpu
@@ -420,9 +442,14 @@ def _stream(
     try:
         for fut in ac:
             scan, futures = in_flight.pop(fut.key)
-            _record(fut, scan, futures, plan, settings, sink, summary, state)
+            retry = fut.status != "finished" and lost.get(scan.scan_id, 0) < retries
+            attempt = plan.prior_failures.get(scan.scan_id, 0) + lost.get(scan.scan_id, 0) + 1
+            _record(fut, scan, futures, attempt, settings, sink, summary, state, final=not retry)
             for f in futures:
                 f.release()
+            if retry:
+                lost[scan.scan_id] = lost.get(scan.scan_id, 0) + 1
+                pending.appendleft(scan)
             submit_next()
             state.in_flight = len(in_flight)
             if progress is not None:
@@ -437,14 +464,16 @@ def _record(
     fut: Any,
     scan: ScanRef,
     futures: list[Any],
-    plan: RunPlan,
+    attempt: int,
     settings: StageSettings,
     sink: ResultSink,
     summary: RunSummary,
     state: RunProgress,
+    *,
+    final: bool,
 ) -> None:
-    """Turn one finished scan into its committed rows."""
-    attempt = plan.prior_failures.get(scan.scan_id, 0) + 1
+    """Turn one finished scan into its committed rows. A lost attempt that will be retried
+    (``final`` False) gets only its ``failures`` row."""
     if fut.status == "finished":
         rec = fut.result()
         if rec["ok"]:
@@ -465,8 +494,18 @@ def _record(
         worker=worker,
         attempt=attempt,
     )
-    log.warning("scan %s failed at %s: %s %s", scan.scan_id[:16], stage, reason, message)
+    log.warning(
+        "scan %s failed at %s (attempt %d%s): %s %s",
+        scan.scan_id[:16],
+        stage,
+        attempt,
+        "" if final else ", retrying",
+        reason,
+        message,
+    )
     sink.add(FAILURES_DIR, failure)
+    if not final:
+        return
     sink.add(MEASUREMENTS_DIR, row)
     summary.add(row, stage)
     state.failed += 1

@@ -35,6 +35,7 @@ __all__ = [
     "StageSettings",
     "measure_task",
     "preprocess_task",
+    "scan_task",
     "segment_task",
 ]
 
@@ -73,6 +74,7 @@ class StageSettings:
     segment_fn: SegmentFn | None = None
     segment_fn_name: str | None = None
     device: str = "auto"
+    model_plugin: str = MODEL_PLUGIN
 
     @property
     def needs_segmentation(self) -> bool:
@@ -143,6 +145,7 @@ class ModelPlugin(WorkerPlugin):
     """
 
     name = MODEL_PLUGIN
+    idempotent = True  # registering the same model again (the next run) keeps the loaded one
 
     def __init__(self, model_ref: str, *, with_coarse: bool) -> None:
         self.model_ref = model_ref
@@ -169,10 +172,10 @@ class ModelPlugin(WorkerPlugin):
 
 def _model_here(settings: StageSettings, device: str) -> Any:
     w = _worker()
-    plugin = None if w is None else w.plugins.get(MODEL_PLUGIN)
+    plugin = None if w is None else w.plugins.get(settings.model_plugin)
     if plugin is None:
         raise RuntimeError(
-            f"the {MODEL_PLUGIN!r} worker plugin is not registered on this worker; "
+            f"the {settings.model_plugin!r} worker plugin is not registered on this worker; "
             "run scans through screening.engine.run_cohort"
         )
     return plugin.model(device)
@@ -283,3 +286,13 @@ def measure_task(
         return {"ok": True, "stage": Stage.MEASURE.value, "row": row}
 
     return _guard(Stage.MEASURE, scan, run)
+
+
+def scan_task(scan: ScanRef, settings: StageSettings) -> dict[str, Any]:
+    """All stages in one task, for clusters without GPU workers: there is no hand-off between
+    kinds of worker to make, so one task per scan saves two task round trips (the dominant
+    per-scan overhead, bench/bench_run.py) and the ``prep`` write and read (the segment step
+    preprocesses in memory, only inside the cascade's box). A failure is reported against
+    the stage that raised; a worker death against stage ``scan``."""
+    upstream: dict[str, Any] = {"ok": True, "stage": Stage.PREPROCESS.value, "seconds": {}}
+    return measure_task(scan, segment_task(scan, upstream, settings), settings)
