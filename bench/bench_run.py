@@ -686,9 +686,9 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
         "pristine scan stores (copied untimed), so no `prep` / `seg` is reused. The 1- and "
         f"2-worker clusters are open together and the {reps} repeats alternate between them. "
         "A run's time includes what `run_cohort` does besides the tasks: the client loads and "
-        "verifies the model to name the pipeline, the model plugin is re-registered and each "
-        "worker loads the weights on its first scan, the plan is read, and rows are committed "
-        "to Parquet. Baselines: for scaling, the same run on 1 worker; for the overhead, the "
+        "verifies the model to name the pipeline, the plan is read, and rows are committed to "
+        "Parquet (the model plugin is idempotent, so each worker loaded the weights once, in "
+        "the warm-up run). Baselines: for scaling, the same run on 1 worker; for the overhead, the "
         "same three task functions called one after another in the client process on fresh "
         "copies of the same stores, rows through the same `ResultSink`, in the same run with "
         "the repeats interleaved. CPU columns: client process (client, the `LocalCluster` "
@@ -743,7 +743,8 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
         "",
         "| case | runs | median s | min s | ms / scan | CPU s (client + workers) | other load |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        f"| `run_cohort`, 1 worker (`max_in_flight` default: 2 per worker) | {run['n']} | "
+        "| `run_cohort`, 1 worker (one fused task per scan, `max_in_flight` default 4 per "
+        f"worker) | {run['n']} | "
         f"{run['median']:.2f} | {run['min']:.2f} | {1e3 * run['median'] / on:.1f} | "
         f"{_cpu_cells(run)} |",
         f"| baseline: the three tasks in-process + `ResultSink` | {base['n']} | "
@@ -756,7 +757,8 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
         f"| `run_cohort` with `max_in_flight={WIDE_IN_FLIGHT}` | {wide['n']} | "
         f"{wide['median']:.2f} | {wide['min']:.2f} | {1e3 * wide['median'] / on:.1f} "
         f"(overhead {wide['overhead_ms']:.1f}) | {_cpu_cells(wide)} |",
-        f"| Dask alone: 3 chained no-op tasks per scan, same arguments, 2 in flight | "
+        "| Dask alone: 3 chained no-op tasks per scan (the chain used with GPU workers), "
+        "2 in flight | "
         f"{floor['n']} | {floor['median']:.2f} | {floor['min']:.2f} | "
         f"{1e3 * floor['median'] / on:.1f} | {_cpu_cells(floor)} |",
         "",
@@ -811,11 +813,11 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
         f"{full['min']:.2f} | **{3600 * nf / full['median']:.0f}** | {full['other_cores']:.2f} "
         f"| {_f(fs['preprocess_s'])} | {_f(fs['segment_s'])} | {_f(fs['measure_s'])} |",
         "",
-        "Stage seconds are per scan, medians of the rows over all timed runs (`segment_s` "
-        "includes the worker's model load on its first scan of a run; `measure_s` includes "
-        "reading the store and writing the overlay PNG). Scans/hour = scans per median run "
-        "wall time, so a run's fixed costs (client model load, a model load per worker, "
-        "planning, commit) are in it; they weigh on runs this short, and with "
+        "Stage seconds are per scan, medians of the rows over all timed runs (no separate "
+        "preprocess without GPU workers: one fused task per scan preprocesses inside "
+        "`segment_s`; `measure_s` includes reading the store and writing the overlay PNG). "
+        "Scans/hour = scans per median run wall time, so a run's fixed costs (client model "
+        "load, planning, commit) are in it; they weigh on runs this short, and with "
         f"{nf} full-size scans on 2 workers the last round is uneven.",
         "",
     ]
@@ -824,14 +826,17 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
         d, k, big = mal["default"], mal["dask"], mal["large"]
         large = f"{LARGE_THRESHOLD // 2**20} MiB"
         lines += [
-            "## Engine observation: Dask's `MALLOC_TRIM_THRESHOLD_` slows the U-Net stage",
+            "## Engine fix: Dask's `MALLOC_TRIM_THRESHOLD_` slowed the U-Net stage",
             "",
             f"Dask's nanny starts every worker with `MALLOC_TRIM_THRESHOLD_={mal['dask_value']}` "
             "(`distributed.nanny.pre-spawn-environ`). Setting it turns off glibc's dynamic mmap "
             "threshold, so large torch / numpy buffers keep being `mmap`ed afresh and their pages "
             "fault in again (see the sys CPU). Same code in fresh processes: `write_prep` + "
             f"`segment_store` (demo, cascade, one thread) on {d['n'] // 2} small scans, two "
-            "timed passes after a warm-up pass.",
+            "timed passes after a warm-up pass. Since this was measured, `open_client` starts "
+            "local workers with both thresholds at 256 MiB (`ClusterConfig.malloc_threshold_mib`; "
+            "the run tables above already have it); workers of other clusters need the same "
+            "environment (cluster/README.md).",
             "",
             "| allocator environment | scans | median s / scan | user CPU s | sys CPU s |",
             "|---|---:|---:|---:|---:|",
