@@ -49,7 +49,15 @@ from screening.measure.store import measure_pipeline_id
 from screening.model.inference import InferenceConfig
 from screening.reasons import ReasonCode, Segmenter, Stage, Status
 
-__all__ = ["RunConfig", "RunProgress", "RunSummary", "plan_run", "run_cohort"]
+__all__ = [
+    "RunConfig",
+    "RunProgress",
+    "RunSummary",
+    "plan_run",
+    "read_pipeline",
+    "record_pipeline",
+    "run_cohort",
+]
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +241,52 @@ def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
     )
 
 
+PIPELINES_DIR = "pipelines"
+
+
+def record_pipeline(results: Path, store_root: Path, settings: StageSettings) -> Path:
+    """Write ``RESULTS/pipelines/<id[:16]>.json``: what a pipeline id stands for (model,
+    stage configurations) and which scan store it ran on, so statistics and reports can
+    find the store and name the pipeline without the user repeating it."""
+    from screening.fsutil import atomic_write_json
+
+    pid = settings.pipeline_id
+    path = results / PIPELINES_DIR / f"{pid[:16]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "pipeline_id": pid,
+        "store": str(store_root.resolve()),
+        "segmenter": settings.segmenter.value,
+        "segment_fn": settings.segment_fn_name,
+        "preprocess": settings.preprocess.to_dict() if settings.preprocess else None,
+        "inference": settings.inference.to_dict() if settings.inference else None,
+        "measure": settings.measure.to_dict(),
+        "engine_version": __version__,
+        "last_run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(path, record)
+    return path
+
+
+def read_pipeline(
+    results: str | os.PathLike[str], pipeline_id: str | None = None
+) -> dict[str, Any]:
+    """The record of ``pipeline_id`` (a prefix is enough), or of the pipeline run last."""
+    import json
+
+    folder = Path(results) / PIPELINES_DIR
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    if pipeline_id:
+        records = [r for r in records if str(r["pipeline_id"]).startswith(pipeline_id)]
+    if not records:
+        wanted = f"pipeline {pipeline_id}" if pipeline_id else "any pipeline"
+        raise ConfigError(
+            f"no record of {wanted} under {folder}: run `screening run STORE --out {results}` "
+            "first (or give --store)"
+        )
+    return max(records, key=lambda r: str(r.get("last_run_at", "")))
+
+
 def _qualname(fn: Any) -> str:
     """``module:name`` of a function, or of a callable object's class (stable across runs)."""
     owner = fn if hasattr(fn, "__qualname__") else type(fn)
@@ -362,6 +416,7 @@ def run_cohort(
         for name in (MEASUREMENTS_DIR, FAILURES_DIR):
             quarantine_corrupt_parts(out / name, out / QUARANTINE_DIR / name)
         settings = stage_settings(cfg, out)
+        record_pipeline(out, root, settings)
         plan = plan_run(root, out, settings.pipeline_id, retry_failed=cfg.retry_failed)
         summary = RunSummary(settings.pipeline_id, out, n_todo=len(plan.todo))
         summary.n_skipped = plan.n_done_before + (0 if cfg.retry_failed else plan.n_failed_before)

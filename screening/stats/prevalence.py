@@ -7,6 +7,7 @@ silently dropped from the denominator's story, though only decided scans enter t
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -17,7 +18,17 @@ from numpy.typing import ArrayLike, NDArray
 from screening.config import require
 from screening.errors import ConfigError
 
-__all__ = ["DECISION_COLUMNS", "format_prevalence", "prevalence_table", "wilson_interval"]
+__all__ = [
+    "AGE_BAND_EDGES",
+    "DECISION_COLUMNS",
+    "DEFAULT_DIMENSIONS",
+    "age_band_label",
+    "age_standardised",
+    "format_prevalence",
+    "prevalence_all",
+    "prevalence_table",
+    "wilson_interval",
+]
 
 #: Method name -> the measurements column holding its steatosis decision.
 DECISION_COLUMNS = {
@@ -27,8 +38,52 @@ DECISION_COLUMNS = {
     "ls_ratio": "steatosis_ls",
 }
 
-#: Columns of the scans table a prevalence may be grouped by.
-GROUP_COLUMNS = ("cohort", "site", "manufacturer", "model", "patient_sex", "convolution_kernel")
+#: Age bands (years): lower edges of the bands after the first; "<40", "40-49", ..., "80+".
+AGE_BAND_EDGES = (40, 50, 60, 70, 80)
+
+
+def age_band_label(age_years: float | None, edges: tuple[int, ...] = AGE_BAND_EDGES) -> str:
+    """The band of ``age_years`` (``unknown`` for a missing age).
+
+    >>> [age_band_label(a) for a in (12, 40, 49.9, 85, None)]
+    ['<40', '40-49', '40-49', '80+', 'unknown']
+    """
+    if age_years is None or np.isnan(age_years):
+        return "unknown"
+    if age_years < edges[0]:
+        return f"<{edges[0]}"
+    for lo, hi in itertools.pairwise(edges):
+        if age_years < hi:
+            return f"{lo}-{hi - 1}"
+    return f"{edges[-1]}+"
+
+
+def _age_band_sql(edges: tuple[int, ...]) -> str:
+    cases = [f"when s.patient_age_years < {edges[0]} then '<{edges[0]}'"]
+    cases += [
+        f"when s.patient_age_years < {hi} then '{lo}-{hi - 1}'"
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    return (
+        "case when s.patient_age_years is null then 'unknown' "
+        + " ".join(cases)
+        + f" else '{edges[-1]}+' end"
+    )
+
+
+#: Dimensions a prevalence may be grouped by: scans-table columns or derived from them.
+GROUP_EXPRESSIONS = {
+    "cohort": "s.cohort",
+    "site": "s.site",
+    "scanner": "concat_ws(' ', s.manufacturer, s.model)",
+    "manufacturer": "s.manufacturer",
+    "sex": "s.patient_sex",
+    "age_band": "",  # built from AGE_BAND_EDGES
+    "kernel": "s.convolution_kernel",
+    "study_year": "s.study_year",
+}
+GROUP_COLUMNS = tuple(GROUP_EXPRESSIONS)
+DEFAULT_DIMENSIONS = ("cohort", "site", "scanner", "sex", "age_band")
 
 
 def wilson_interval(
@@ -73,8 +128,9 @@ def prevalence_table(
     method: str = "ai_roi",
     pipeline_id: str | None = None,
     confidence: float = 0.95,
+    age_band_edges: tuple[int, ...] = AGE_BAND_EDGES,
 ) -> pa.Table:
-    """Prevalence by ``by`` (a scans-table column) for one pipeline's ``method`` decisions.
+    """Prevalence by ``by`` (see ``GROUP_EXPRESSIONS``) for one pipeline's ``method`` decisions.
 
     Rows: one per group, then ``all``. ``pipeline_id`` defaults to the most recently measured
     one. Percentages are of decided scans (``n_decided``).
@@ -86,6 +142,7 @@ def prevalence_table(
     decision = DECISION_COLUMNS[method]
     con = connect(results, store)
     pid = pipeline_id or _latest_pipeline(con)
+    group = GROUP_EXPRESSIONS[by] or _age_band_sql(age_band_edges)
     counts = f"""
         count(*) as n_scans,
         count(*) filter (where s.status != 'ok') as n_ingest_rejected,
@@ -107,7 +164,8 @@ def prevalence_table(
         using (scan_id)
     """
     sql = f"""
-        select cast(s.{by} as varchar) as "group", {counts} from {source}
+        select coalesce(cast({group} as varchar), 'unknown') as "group", {counts}
+        from {source}
         group by 1
         union all
         select 'all', {counts} from {source}
@@ -147,3 +205,61 @@ def format_prevalence(table: pa.Table, by: str, method: str) -> str:
             f"{r['n_not_run']:>7}"
         )
     return "\n".join(lines)
+
+
+def prevalence_all(
+    results: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    *,
+    dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS,
+    methods: tuple[str, ...] = ("ai_roi", "ai_3d", "ai_2d"),
+    pipeline_id: str | None = None,
+    confidence: float = 0.95,
+) -> pa.Table:
+    """Every (method, dimension) prevalence table stacked, with ``method`` and ``dimension``
+    columns (each dimension's ``all`` row is the overall prevalence)."""
+    tables = []
+    for method in methods:
+        for dim in dimensions:
+            t = prevalence_table(
+                results, store, by=dim, method=method, pipeline_id=pipeline_id,
+                confidence=confidence,
+            )  # fmt: skip
+            t = t.add_column(0, "dimension", pa.array([dim] * t.num_rows, pa.string()))
+            tables.append(t.add_column(0, "method", pa.array([method] * t.num_rows)))
+    return pa.concat_tables(tables)
+
+
+def age_standardised(
+    by_age: pa.Table, standard: dict[str, float], confidence: float = 0.95
+) -> dict[str, float]:
+    """Direct age standardisation of a ``prevalence_table(by="age_band")`` to ``standard``
+    (age band -> population weight, e.g. a census or the WHO world standard population).
+
+    Returns the standardised prevalence (%) with a normal-approximation CI from
+    Var = sum(w_i^2 p_i (1 - p_i) / n_i) / (sum w_i)^2. Bands of the standard without any
+    decided scan cannot be estimated: they are left out
+    (the weights of the rest are renormalised) and counted in ``n_bands_missing``.
+    """
+    from scipy.stats import norm
+
+    rows = {r["group"]: r for r in by_age.to_pylist() if r["group"] not in ("all", "unknown")}
+    unknown = sorted(set(rows) - set(standard))
+    require(
+        not unknown, f"age bands {unknown} are not in the standard population {sorted(standard)}"
+    )
+    used = {b: w for b, w in standard.items() if b in rows and rows[b]["n_decided"] > 0}
+    require(bool(used), "no age band of the standard population has a decided scan")
+    total = sum(used.values())
+    p = {b: rows[b]["n_steatosis"] / rows[b]["n_decided"] for b in used}
+    est = sum(w * p[b] for b, w in used.items()) / total
+    var = sum(w**2 * p[b] * (1 - p[b]) / rows[b]["n_decided"] for b, w in used.items()) / total**2
+    z = float(norm.ppf(0.5 + confidence / 2))
+    half = z * float(np.sqrt(var))
+    return {
+        "prevalence_pct": 100 * est,
+        "ci_lo_pct": 100 * max(0.0, est - half),
+        "ci_hi_pct": 100 * min(1.0, est + half),
+        "n_decided": float(sum(rows[b]["n_decided"] for b in used)),
+        "n_bands_missing": float(len(set(standard) - set(used))),
+    }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 from hypothesis import given
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from scipy.stats import binomtest
 
 from screening._version import __version__
+from screening.errors import ConfigError
 from screening.ingest.catalog import CatalogWriter
 from screening.measure import MeasureConfig, measure_stores
 from screening.reasons import Segmenter
@@ -73,3 +76,42 @@ def test_prevalence_table_accounts_for_every_scan(tmp_path: Path) -> None:
     assert rows["all"]["ci_hi_pct"] == pytest.approx(100 * float(hi))
     text = format_prevalence(table, "site", "ai_roi")
     assert "50.0%" in text and "site-1" in text
+
+
+def test_direct_age_standardisation_against_a_hand_computation() -> None:
+    import pyarrow as pa
+
+    from screening.stats import prevalence as prev
+
+    by_age = pa.Table.from_pylist(
+        [
+            {"group": "<40", "n_decided": 50, "n_steatosis": 5},
+            {"group": "40-49", "n_decided": 40, "n_steatosis": 10},
+            {"group": "80+", "n_decided": 0, "n_steatosis": 0},
+            {"group": "unknown", "n_decided": 7, "n_steatosis": 7},
+            {"group": "all", "n_decided": 97, "n_steatosis": 22},
+        ]
+    )
+    standard = {"<40": 3.0, "40-49": 1.0, "80+": 1.0}
+    got = prev.age_standardised(by_age, standard)
+    p1, p2 = 5 / 50, 10 / 40
+    est = (3 * p1 + 1 * p2) / 4  # 80+ has no decided scan: left out, weights renormalised
+    se = math.sqrt(9 * p1 * (1 - p1) / 50 + 1 * p2 * (1 - p2) / 40) / 4
+    assert got["prevalence_pct"] == pytest.approx(100 * est)
+    assert got["ci_lo_pct"] == pytest.approx(100 * (est - 1.959964 * se), abs=1e-4)
+    assert got["n_bands_missing"] == 1 and got["n_decided"] == 90
+    with pytest.raises(ConfigError, match="not in the standard"):
+        prev.age_standardised(by_age, {"<40": 1.0})
+
+
+def test_age_bands_in_sql_match_the_python_labels(tmp_path: Path) -> None:
+    from screening.stats import prevalence as prev
+
+    ages = [None, 12.0, 39.9, 40.0, 55.5, 79.99, 80.0, 101.0]
+    sql = prev._age_band_sql(prev.AGE_BAND_EDGES).replace("s.patient_age_years", "a")
+    con = duckdb.connect()
+    got = [
+        con.sql(f"select {sql} from (select cast(? as double) as a)", params=[a]).fetchall()[0][0]
+        for a in ages
+    ]
+    assert got == [prev.age_band_label(a) for a in ages]
