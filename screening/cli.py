@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from screening._version import __version__
+from screening.cli_results import add_results_commands
 from screening.errors import ConfigError, ScreeningError
 
 if TYPE_CHECKING:
@@ -326,33 +327,6 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
-class _PrintExamples(argparse.Action):
-    """``--examples``: print and exit, like ``--version`` (no positionals needed)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        from screening.query import EXAMPLE_QUERIES
-
-        text = "".join(f"-- {title}\n{sql};\n\n" for title, sql in EXAMPLE_QUERIES.items())
-        parser.exit(message=text)
-
-
-def _query(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from screening.query import run_query
-
-    table = run_query(args.results, args.sql, store=args.store)
-    con = duckdb.connect()
-    con.register("result", table)
-    rel = con.sql("select * from result")
-    if args.csv:  # DuckDB writes list columns (qc_flags, roi_hu) as text; pyarrow cannot
-        rel.write_csv(args.csv, header=True)
-        print(f"wrote {table.num_rows} row(s) to {args.csv}")
-        return 0
-    rel.show(max_rows=args.max_rows, max_width=200)
-    return 0
-
-
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -523,23 +497,6 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=_measure)
 
-    qry = sub.add_parser(
-        "query",
-        help="SQL over the results with DuckDB (tables: measurements, failures, scans)",
-        description="Run a DuckDB SQL query over RESULTS/measurements and RESULTS/failures "
-        "(and the store's scans table with --store). `screening query --examples` prints "
-        "example queries.",
-    )
-    qry.add_argument("results", help="results folder")
-    qry.add_argument("sql", help="the SQL query (quote it)")
-    qry.add_argument("--store", help="scan store folder: adds the `scans` table")
-    qry.add_argument("--csv", help="write the result to this CSV file instead of printing")
-    qry.add_argument("--max-rows", type=int, default=40, help="rows to print (default 40)")
-    qry.add_argument(
-        "--examples", action=_PrintExamples, nargs=0, help="print example queries and exit"
-    )
-    qry.set_defaults(func=_query)
-
     run = sub.add_parser(
         "run",
         help="run every scan of a store through segment + measure on Dask, into RESULTS",
@@ -572,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("results", help="results folder")
     cmp.set_defaults(func=_compact)
+
+    add_results_commands(sub)
     return parser
 
 
