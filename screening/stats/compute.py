@@ -269,6 +269,9 @@ def _reader_analyses(
         )
         roc_rows += _roc_rows(sub, reader, cfg, roc_band)
     _write(out, "classification", pa.concat_tables(tables, promote_options="permissive"), summary)
+    grades = _grade_roc(paired, ai, cfg)
+    if grades is not None:
+        _write(out, "classification_grades", grades, summary)
     if roc_rows:
         _write(out, "roc", pa.Table.from_pylist(roc_rows), summary)
     return truth_by_scan
@@ -303,6 +306,24 @@ def _reference_standards(paired: pa.Table, ai: pa.Table) -> dict[str, pa.Table]:
         )
         out[column] = sub.append_column("truth", truth)
     return out
+
+
+def _grade_roc(paired: pa.Table, ai: pa.Table, cfg: StatsConfig) -> pa.Table | None:
+    """AUC for >= mild, >= moderate and severe when the reads carry a reference ``grade``."""
+    from screening.stats.classification import grade_roc_table
+
+    if "grade" not in paired.column_names:
+        return None
+    per_scan: dict[str, Any] = {}
+    for s, g in zip(paired["scan_id"].to_pylist(), paired["grade"].to_pylist(), strict=True):
+        if g is not None and s not in per_scan:
+            per_scan[s] = g
+    if not per_scan:
+        return None
+    sub = ai.filter(pc.is_in(ai["scan_id"], pa.array(list(per_scan))))
+    hu = {m: sub[c].to_numpy(zero_copy_only=False).astype(np.float64) for m, c in METHODS.items()}
+    grades = [per_scan[s] for s in sub["scan_id"].to_pylist()]
+    return grade_roc_table(hu, grades, n_boot=cfg.n_boot, seed=cfg.seed, confidence=cfg.confidence)
 
 
 def _roc_rows(sub: pa.Table, reader: str, cfg: StatsConfig, roc_band: Any) -> list[dict[str, Any]]:

@@ -196,7 +196,7 @@ def test_bootstrap_is_paired_across_methods() -> None:
 
 
 def test_resamples_drawn_in_chunks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    import screening.stats.classification as cls
+    import screening.stats.bootstrap as cls
 
     hu, truth = _cohort(60, seed=15)
     hus = {"a": hu, "b": hu + np.random.default_rng(16).normal(0, 6, hu.size)}

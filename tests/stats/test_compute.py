@@ -13,6 +13,7 @@ import pytest
 
 from screening.cli import main
 from screening.engine import ClusterConfig, RunConfig, open_client, run_cohort
+from screening.measure.classify import pdff_from_hu, steatosis_grade
 from screening.stats.compute import StatsConfig, compute_stats
 from screening.synthetic.stores import write_phantom_stores
 
@@ -31,11 +32,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     reads = root / "reads.csv"
     with reads.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["scan_id", "reader", "roi_hu"])
+        w.writerow(["scan_id", "reader", "roi_hu", "grade"])
         for i, scan_id in enumerate(ids):
             true = 22.0 + 40.0 * i / (N - 1)
-            w.writerow([scan_id, "A", round(true + rng.normal(0, 1.0), 1)])
-            w.writerow([scan_id, "B", round(true + BIAS_B_HU + rng.normal(0, 1.0), 1)])
+            grade = steatosis_grade(pdff_from_hu(true)).value  # a graded reference standard
+            w.writerow([scan_id, "A", round(true + rng.normal(0, 1.0), 1), grade])
+            w.writerow([scan_id, "B", round(true + BIAS_B_HU + rng.normal(0, 1.0), 1), grade])
     return store, results, reads
 
 
@@ -67,6 +69,9 @@ def test_stats_writes_every_table_and_recovers_the_reader_bias(
         assert r["n"] == r["tp"] + r["fp"] + r["tn"] + r["fn"]
         if r["n_pos"] and r["n_neg"]:
             assert r["auc_lo"] <= r["auc"] <= r["auc_hi"]
+
+    grades = pq.read_table(tmp_path / "classification_grades.parquet").to_pylist()
+    assert grades and {r["method"] for r in grades} == {"ai_3d", "ai_2d", "ai_roi"}
 
     seg = pq.read_table(tmp_path / "segmentation.parquet").to_pylist()
     livers = [r for r in seg if r["organ"] == "liver" and r["dice"] is not None]
