@@ -277,7 +277,7 @@ def _demote(markdown_text: str) -> str:
 
 def run_stage_benchmarks(quick: bool) -> list[str]:
     """The stage benchmarks with their own reports: ingest, store codecs, segmentation,
-    measurement, the distributed run."""
+    measurement, the distributed run, statistics."""
     from bench.bench_ingest import bench_ingest, cpu_model, git_state
     from bench.bench_ingest import to_markdown as ingest_markdown
     from bench.bench_measure import bench_measure
@@ -287,6 +287,8 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     from bench.bench_run import to_markdown as run_markdown
     from bench.bench_segmentation import bench_segmentation
     from bench.bench_segmentation import to_markdown as segmentation_markdown
+    from bench.bench_stats import markdown as stats_markdown
+    from bench.bench_stats import run as bench_stats
     from bench.bench_store_codecs import bench_store_codecs, codecs_markdown
 
     print("running: ingest ...", file=sys.stderr, flush=True)
@@ -301,6 +303,8 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     accuracy = bench_measure_accuracy(n=12 if quick else 40, contrast_n=4 if quick else 20)
     print("running: distributed run (scaling, overhead, memory, scans/hour) ...", file=sys.stderr)
     distributed_run = bench_run(quick)
+    print("running: statistics (vectorised bootstrap vs sklearn loop) ...", file=sys.stderr)
+    stats = bench_stats(2 if quick else 5)
     return [
         _demote(ingest_markdown(ingest, cpu=cpu_model(), quick=quick, git=git_state())),
         _demote(codecs_markdown(codecs)),
@@ -308,6 +312,7 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
         _demote(measure_markdown(measurement, cpu_model(), git_state())),
         _demote(accuracy_markdown(accuracy, f"{cpu_model()}, {os.cpu_count()} logical CPUs")),
         _demote(run_markdown(distributed_run, cpu_model(), git_state())),
+        _demote(stats_markdown(stats)),
     ]
 
 
