@@ -20,14 +20,19 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 # (steatosis, contrast-enhanced scans, livers cut off by the field of view, one corrupt DICOM
 # series) -> key (made once) -> ingest into a scan store -> run (preprocess -> U-Net with the
 # shipped demo weights -> measure) streaming into demo-output/results -> summary with
-# prevalence by site. Re-running `make demo` resumes: nothing is recomputed.
+# prevalence by site -> statistics against the cohort's simulated expert reads -> an HTML
+# report. Re-running `make demo` resumes: nothing is recomputed.
 demo: $(STAMP)
 	$(BIN)/screening synth --out $(DEMO_OUT)/cohort --n 36 --seed 7 --size small --corrupt 1 \
-		--overwrite --quiet
+		--repeat-fraction 0.15 --overwrite --quiet
 	test -f $(DEMO_OUT)/demo.key || $(BIN)/screening keygen $(DEMO_OUT)/demo.key
 	$(BIN)/screening ingest --store $(DEMO_OUT)/store --manifest $(DEMO_OUT)/cohort/manifest.csv \
 		--key-file $(DEMO_OUT)/demo.key --quiet
 	$(BIN)/screening run $(DEMO_OUT)/store --out $(DEMO_OUT)/results --model demo
+	$(BIN)/screening stats $(DEMO_OUT)/results --out $(DEMO_OUT)/stats \
+		--reference $(DEMO_OUT)/cohort/reads.csv
+	$(BIN)/screening report $(DEMO_OUT)/results --stats $(DEMO_OUT)/stats \
+		--out $(DEMO_OUT)/report.html
 
 # How the shipped demo weights (screening/model/weights/demo) were made: a synthetic cohort
 # (seed 1001, not the demo's seed 7 nor the benchmark's held-out seed 2024), ingested like user
