@@ -106,8 +106,9 @@ def wilson_interval(
         denom = 1 + z**2 / n_arr
         centre = (p + z**2 / (2 * n_arr)) / denom
         half = z * np.sqrt(p * (1 - p) / n_arr + z**2 / (4 * n_arr**2)) / denom
-    lo = np.where(n_arr > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
-    hi = np.where(n_arr > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    # The interval always holds p; at k = 0 or k = n rounding could put a bound a hair past it.
+    lo = np.where(n_arr > 0, np.clip(np.minimum(centre - half, p), 0.0, 1.0), np.nan)
+    hi = np.where(n_arr > 0, np.clip(np.maximum(centre + half, p), 0.0, 1.0), np.nan)
     return lo, hi
 
 

@@ -114,7 +114,7 @@ def forest_plot(panels: Sequence[ForestPanel], xlabel: str = "prevalence, % (95%
         ax.errorbar(
             est[ok],
             y_rows[ok],
-            xerr=[est[ok] - lo[ok], hi[ok] - est[ok]],
+            xerr=np.clip([est[ok] - lo[ok], hi[ok] - est[ok]], 0.0, None),  # rounding
             fmt="s",
             ms=4,
             color=_BLUE,
