@@ -32,12 +32,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     reads = root / "reads.csv"
     with reads.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["scan_id", "reader", "roi_hu", "grade"])
+        w.writerow(["scan_id", "reader", "roi_hu", "grade", "pdff_pct"])
         for i, scan_id in enumerate(ids):
             true = 22.0 + 40.0 * i / (N - 1)
-            grade = steatosis_grade(pdff_from_hu(true)).value  # a graded reference standard
-            w.writerow([scan_id, "A", round(true + rng.normal(0, 1.0), 1), grade])
-            w.writerow([scan_id, "B", round(true + BIAS_B_HU + rng.normal(0, 1.0), 1), grade])
+            pdff = round(pdff_from_hu(true), 2)  # an external reference standard (MRI-PDFF)
+            grade = steatosis_grade(pdff).value  # and a graded one
+            w.writerow([scan_id, "A", round(true + rng.normal(0, 1.0), 1), grade, pdff])
+            w.writerow([scan_id, "B", round(true + BIAS_B_HU + rng.normal(0, 1.0), 1), grade, pdff])
     return store, results, reads
 
 
@@ -63,7 +64,11 @@ def test_stats_writes_every_table_and_recovers_the_reader_bias(
     assert a["icc"] > 0.9
 
     cls = pq.read_table(tmp_path / "classification.parquet").to_pylist()
-    assert {r["reader"] for r in cls} == {"A", "B", "readers_mean"}
+    assert {r["reader"] for r in cls} == {"A", "B", "readers_mean", "pdff_pct"}
+    mri = [r for r in cls if r["reader"] == "pdff_pct"]
+    # MRI-PDFF >= 5 % is the truth: livers up to ~57 HU are positive under -0.58 HU + 38.2.
+    expected_pos = sum(pdff_from_hu(22.0 + 40.0 * i / (N - 1)) >= 5.0 for i in range(N))
+    assert all(r["n_pos"] == expected_pos for r in mri)
     assert {r["method"] for r in cls} == {"ai_3d", "ai_2d", "ai_roi"}
     for r in cls:
         assert r["n"] == r["tp"] + r["fp"] + r["tn"] + r["fn"]
