@@ -25,16 +25,30 @@ def _read_standard(path: str) -> dict[str, float]:
 def _stats(args: argparse.Namespace) -> int:
     from screening.stats.compute import StatsConfig, compute_stats
 
-    cfg = StatsConfig(threshold_hu=args.threshold_hu, n_boot=args.n_boot, seed=args.seed)
-    summary = compute_stats(
-        args.results,
-        args.out,
-        store=args.store,
-        reference=args.reference,
-        pipeline_id=args.pipeline,
-        cfg=cfg,
-        standard_population=_read_standard(args.standard) if args.standard else None,
+    cfg = StatsConfig(
+        threshold_hu=args.threshold_hu,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        segmentation=not args.no_segmentation,
     )
+    standard = _read_standard(args.standard) if args.standard else None
+    kwargs = dict(store=args.store, reference=args.reference, pipeline_id=args.pipeline)
+    if cfg.segmentation and (args.workers or args.scheduler or args.cluster):
+        # Segmentation metrics read every scan's masks: spread them over the cluster.
+        from screening.engine import ClusterConfig, open_client
+
+        cluster = ClusterConfig(
+            workers=args.workers, scheduler=args.scheduler, cluster_file=args.cluster
+        )
+        with open_client(cluster) as client:
+            summary = compute_stats(
+                args.results, args.out, cfg=cfg, standard_population=standard, client=client,
+                **kwargs,
+            )  # fmt: skip
+    else:
+        summary = compute_stats(
+            args.results, args.out, cfg=cfg, standard_population=standard, **kwargs
+        )
     print(summary.describe())
     print(f"next: screening report {args.results} --stats {args.out} --out report.html")
     return 0
@@ -122,6 +136,15 @@ def add_results_commands(sub: Any) -> None:
     sta.add_argument(
         "--standard", help="standard population CSV (age_band,weight) for age standardisation"
     )
+    sta.add_argument(
+        "--no-segmentation", action="store_true", help="skip Dice/Hausdorff (reads every mask)"
+    )
+    where = sta.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, help="compute segmentation metrics on a local cluster of N workers"
+    )
+    where.add_argument("--scheduler", help="... or on an existing Dask scheduler")
+    where.add_argument("--cluster", help="... or on a cluster from a deployment file")
     sta.set_defaults(func=_stats)
 
     rep = sub.add_parser("report", help="self-contained HTML report with figures")

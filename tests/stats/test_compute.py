@@ -95,3 +95,17 @@ def test_stats_cli_without_reads_says_what_was_not_computed(
     out = capsys.readouterr().out
     assert "prevalence.parquet" in out and "classification: not computed (no reference reads" in out
     assert not (tmp_path / "classification.parquet").exists()
+
+
+def test_stats_cli_spreads_segmentation_metrics_over_a_local_cluster(
+    run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, results, _ = run
+    args = ["stats", str(results), "--n-boot", "200"]
+    assert main([*args, "--out", str(tmp_path / "seq")]) == 0
+    assert main([*args, "--out", str(tmp_path / "dask"), "--workers", "1"]) == 0
+    seq = pq.read_table(tmp_path / "seq" / "segmentation.parquet").sort_by("scan_id")
+    par = pq.read_table(tmp_path / "dask" / "segmentation.parquet").sort_by("scan_id")
+    assert par.num_rows == 2 * N and par.equals(seq)
+    assert main([*args, "--out", str(tmp_path / "none"), "--no-segmentation"]) == 0
+    assert not (tmp_path / "none" / "segmentation.parquet").exists()
