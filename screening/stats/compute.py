@@ -71,6 +71,12 @@ class StatsSummary:
 
 
 def _write(out: Path, name: str, table: pa.Table, summary: StatsSummary) -> None:
+    """Write ``STATS/<name>.parquet`` atomically; tables with a contract
+    (``schemas/stats_<name>.yaml``) are checked against it first."""
+    from screening.schemas import load_table_schema, table_names
+
+    if f"stats_{name}" in table_names():
+        load_table_schema(f"stats_{name}").validate(table)
     tmp = out / f".{name}.{uuid.uuid4().hex}.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, out / f"{name}.parquet")
