@@ -15,6 +15,7 @@ import os
 from screening.reasons import ReasonCode
 
 __all__ = [
+    "ClusterError",
     "ConfigError",
     "DicomReadError",
     "InputError",
@@ -104,6 +105,10 @@ class SeriesNotFoundError(ScreeningError, FileNotFoundError):
 
 class StoreError(ScreeningError, OSError):
     """A scan store is missing, incomplete or inconsistent."""
+
+
+class ClusterError(ScreeningError, RuntimeError):
+    """The cluster cannot do the work asked of it (e.g. every GPU worker has gone)."""
 
 
 class ModelFileError(ScreeningError, ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import deque
@@ -42,7 +43,7 @@ from screening.engine.tasks import (
     scan_task,
     segment_task,
 )
-from screening.errors import ConfigError, StoreError
+from screening.errors import ClusterError, ConfigError, StoreError
 from screening.fsutil import exclusive_lock
 from screening.measure.config import MeasureConfig
 from screening.measure.store import measure_pipeline_id
@@ -86,6 +87,10 @@ class RunConfig:
         Commit buffered rows after this many rows or seconds (what a hard kill can cost).
     retry_failed
         Re-run scans whose earlier attempts failed (their ``attempt`` counts up).
+    gpu_wait_s
+        When segment tasks are restricted to GPU workers and none has been connected for this
+        long (e.g. every GPU job of a batch system ended), the run commits what finished and
+        stops with a ClusterError instead of waiting for ever; re-run to resume.
     worker_lost_retries
         Resubmissions, within the run, of a scan whose worker died (after Dask's own
         ``allowed-failures``). A worker killed by one poison scan also fails the tasks queued
@@ -103,6 +108,7 @@ class RunConfig:
     flush_seconds: float = 5.0
     retry_failed: bool = True
     worker_lost_retries: int = 1
+    gpu_wait_s: float = 600.0
     segment_fn: SegmentFn | None = None
     segment_fn_name: str | None = None
 
@@ -440,7 +446,7 @@ def run_cohort(
         limit = cfg.max_in_flight or 4 * summary.workers
         sink = ResultSink(out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
         try:
-            _stream(client, plan, settings, sink, summary, limit, progress, cfg.worker_lost_retries)
+            _stream(client, plan, settings, sink, summary, limit, progress, cfg)
         finally:
             sink.flush()
         if summary.by_status and not summary.interrupted and plan.n_failed_before:
@@ -458,10 +464,11 @@ def _stream(
     summary: RunSummary,
     limit: int,
     progress: Callable[[RunProgress], None] | None,
-    retries: int,
+    cfg: RunConfig,
 ) -> None:
     from distributed import as_completed
 
+    retries = cfg.worker_lost_retries
     gpu = {"resources": {"GPU": 1}} if summary.gpu_workers else {}
     chained = bool(summary.gpu_workers)  # else one fused task per scan (tasks.scan_task)
     pending = deque(plan.todo)
@@ -494,8 +501,11 @@ def _stream(
     for _ in range(limit):
         submit_next()
     state.in_flight = len(in_flight)
+    watchdog = _GpuWatchdog(client, cfg.gpu_wait_s, in_flight) if chained else None
     try:
         for fut in ac:
+            if watchdog is not None and watchdog.fired.is_set():
+                break  # the rest were cancelled: not failures, simply not done
             scan, futures = in_flight.pop(fut.key)
             retry = fut.status != "finished" and lost.get(scan.scan_id, 0) < retries
             attempt = plan.prior_failures.get(scan.scan_id, 0) + lost.get(scan.scan_id, 0) + 1
@@ -513,6 +523,50 @@ def _stream(
         summary.interrupted = True
         log.warning("interrupted: committing finished scans and cancelling %d", len(in_flight))
         client.cancel([f for _, fs in in_flight.values() for f in fs])
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+    if watchdog is not None and watchdog.fired.is_set():
+        summary.interrupted = True
+        raise ClusterError(
+            f"no GPU worker has been connected for {cfg.gpu_wait_s:.0f} s while segment tasks "
+            "waited for one; finished scans are committed. Bring GPU workers back (or run "
+            "without them) and re-run the same command to resume"
+        )
+
+
+class _GpuWatchdog:
+    """Cancels the run's futures when no GPU worker has been seen for ``wait_s`` seconds.
+
+    Resource-restricted tasks wait for ever for a worker with the resource; a batch system
+    ending every GPU job would otherwise hang the run silently.
+    """
+
+    def __init__(self, client: Any, wait_s: float, in_flight: dict[str, Any]) -> None:
+        self.client, self.wait_s, self.in_flight = client, wait_s, in_flight
+        self.fired, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="gpu-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        last_seen = time.monotonic()
+        while not self._stop.wait(min(5.0, self.wait_s / 4)):
+            try:
+                if gpu_worker_count(self.client) > 0:
+                    last_seen = time.monotonic()
+                    continue
+            except Exception:  # the client is closing: nothing to watch
+                return
+            if time.monotonic() - last_seen >= self.wait_s:
+                log.error("no GPU worker for %.0f s: stopping the run", self.wait_s)
+                self.fired.set()
+                futures = [f for _, fs in list(self.in_flight.values()) for f in fs]
+                self.client.cancel(futures)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _record(

@@ -288,3 +288,36 @@ def test_segment_tasks_go_to_gpu_workers_only(tmp_path: Path) -> None:
     assert all(r["preprocess_s"] > 0 for r in got)
     seg = open_scan_store(store / "scans" / f"{got[0]['scan_id']}.zarr").derived_attrs("seg")
     assert seg is not None and seg["used_prep"] is True
+
+
+def test_run_stops_with_a_clear_error_when_every_gpu_worker_is_gone(tmp_path: Path) -> None:
+    """Segment tasks wait for a GPU worker; when the only one leaves for good, the run
+    commits what finished and raises ClusterError instead of hanging; a re-run resumes."""
+    from screening.errors import ClusterError
+
+    store, results = tmp_path / "store", tmp_path / "results"
+    ids = write_phantom_store(store, 6, seed=9)
+    cfg = RunConfig(overlays=False, gpu_wait_s=1.0, max_in_flight=2)
+    with open_client(ClusterConfig(workers=1, gpu_workers=1, dashboard=False)) as client:
+        gpu = [
+            a
+            for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+            if w.get("resources", {}).get("GPU")
+        ]
+
+        def retire_gpu_after_first_seg() -> None:
+            while not any(store.glob("scans/*.zarr/seg")):
+                time.sleep(0.05)
+            client.retire_workers(workers=gpu, close_workers=True)
+
+        threading.Thread(target=retire_gpu_after_first_seg, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match="no GPU worker"):
+            run_cohort(store, results, cfg, client)
+        assert time.monotonic() - t0 < 60
+    done = [r["scan_id"] for r in rows(results)]
+    assert len(done) < 6 and len(set(done)) == len(done)
+    with open_client(ClusterConfig(workers=1, gpu_workers=0, dashboard=False)) as client:
+        again = run_cohort(store, results, RunConfig(overlays=False), client)
+    assert again.n_skipped == len(done)
+    assert sorted(r["scan_id"] for r in rows(results)) == ids
