@@ -553,3 +553,23 @@ def test_check_report_script(report: Path, tmp_path: Path) -> None:
     with Image.open(shot) as im:
         assert im.size == (1280, 2000)
     assert b"OK" in run.stdout
+
+
+def test_grade_auc_table_appears_only_when_grades_were_computed(
+    tmp_path: Path, workdir: Path, html: str
+) -> None:
+    assert "AUC per grade threshold" not in html  # the shared fixture has no grades
+    stats = _stats(tmp_path / "stats")
+    _write(
+        stats / "classification_grades.parquet",
+        [
+            {"method": m, "problem": p, "n": 40, "n_pos": k, "n_neg": 40 - k, "n_missing": 0,
+             "auc": a, "auc_lo": a - 0.05, "auc_hi": min(1.0, a + 0.03), "n_boot_used": 1000,
+             "note": None}
+            for m in ("ai_3d", "ai_roi")
+            for p, k, a in ((">= mild", 15, 0.93), (">= moderate", 6, 0.97), ("severe", 2, 0.99))
+        ],
+    )  # fmt: skip
+    text = render_report(stats, workdir / "results", tmp_path / "r.html").read_text()
+    assert "AUC per grade threshold" in text
+    assert text.count(">= moderate") + text.count("&gt;= moderate") >= 2

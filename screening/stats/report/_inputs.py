@@ -81,6 +81,7 @@ STATS_COLUMNS: Mapping[str, tuple[str, ...]] = {
         "fn",
     ),
     "roc": ("method", "reader", "fpr", "tpr", "tpr_lo", "tpr_hi"),
+    "classification_grades": ("method", "problem", "n", "n_pos", "auc", "auc_lo", "auc_hi"),
     "agreement": ("method", "reader", "n", "icc", "icc_lo", "icc_hi", "spearman"),
     "agreement_matrix": ("rater_a", "rater_b", "icc"),
     "paired": ("scan_id", "reader", "roi_hu", "liver_hu_3d", "liver_hu_2d", "liver_hu_roi"),

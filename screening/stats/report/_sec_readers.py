@@ -340,7 +340,23 @@ def _classification_table(rows: Sequence[Row]) -> str:
     )
 
 
-def roc_section(roc: Loaded, classification: Loaded) -> Section:
+def _grades_table(rows: Sequence[Row]) -> str:
+    head = ["method", "reference grade", "n", "pos / neg", "AUC (95% CI)", "note"]
+    body = [
+        [
+            method_label(r["method"]),
+            str(r.get("problem") or ""),
+            fmt_int(r.get("n")),
+            f"{fmt_int(r.get('n_pos'))} / {fmt_int(r.get('n_neg'))}",
+            fmt_ci(r.get("auc"), r.get("auc_lo"), r.get("auc_hi"), 3),
+            str(r.get("note") or ""),
+        ]
+        for r in rows
+    ]
+    return table(head, body, numeric_from=2, caption="AUC per grade threshold", text_cols=(-1,))
+
+
+def roc_section(roc: Loaded, classification: Loaded, grades: Loaded | None = None) -> Section:
     """ROC curves with pointwise bootstrap bands, one panel per reader taken as truth, and the
     classification table (AUC, sensitivity, specificity with CIs)."""
     heading = "ROC curves and classification"
@@ -383,6 +399,8 @@ def roc_section(roc: Loaded, classification: Loaded) -> Section:
         if classification.table is not None
         else not_computed(classification.why)
     )
+    if grades is not None and grades.table is not None:  # only when the reads carry grades
+        parts.append(_grades_table(grades.rows()))
     return Section("roc", heading, "\n".join(parts))
 
 

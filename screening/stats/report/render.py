@@ -155,7 +155,7 @@ def render_report(
         scatter_section(stats["paired"], stats["agreement"], threshold),
         bland_altman_section(stats["paired"]),
         agreement_section(stats["agreement"], stats["agreement_matrix"]),
-        roc_section(stats["roc"], stats["classification"]),
+        roc_section(stats["roc"], stats["classification"], stats["classification_grades"]),
         confusion_section(stats["classification"]),
         segmentation_section(stats["segmentation"], stats["segmentation_summary"]),
         repeatability_section(stats["repeatability"]),
