@@ -14,6 +14,7 @@ from screening.errors import ConfigError, ScreeningError
 
 if TYPE_CHECKING:
     from screening.engine import ClusterConfig, RunConfig, RunProgress
+    from screening.measure import MeasureConfig
 
 log = logging.getLogger("screening")
 
@@ -139,14 +140,10 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from screening.measure import MeasureConfig, measure_stores
+    from screening.measure import measure_stores
     from screening.reasons import Segmenter
 
-    cfg = MeasureConfig(
-        grid=args.grid,
-        steatosis_threshold_hu=args.threshold_hu,
-        erosion_mm=args.erosion_mm,
-    )
+    cfg = _measure_config(args)
     summary = measure_stores(
         args.store,
         args.out,
@@ -162,7 +159,6 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
     from screening.engine import RunConfig
-    from screening.measure import MeasureConfig
     from screening.model import InferenceConfig
     from screening.reasons import Segmenter
 
@@ -182,7 +178,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         segmenter=Segmenter.CUSTOM if segment_fn else Segmenter(args.segmenter),
         model=args.model,
         inference=InferenceConfig(cascade=not args.no_cascade),
-        measure=MeasureConfig(grid=args.grid, steatosis_threshold_hu=args.threshold_hu),
+        measure=_measure_config(args),
         overlays=not args.no_overlays,
         device=args.device,
         max_in_flight=args.max_in_flight,
@@ -481,19 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="unet",
         help="unet: the masks `screening segment` wrote; reference: masks given at ingest",
     )
-    mea.add_argument(
-        "--grid",
-        choices=["native", "model"],
-        default="native",
-        help="native: stored HU (default); model: resampled to 0.7 x 0.7 x 2.5 mm as the paper",
-    )
-    mea.add_argument(
-        "--threshold-hu", type=float, default=40.0, help="steatosis at or below (default 40)"
-    )
-    mea.add_argument(
-        "--erosion-mm", type=float, default=3.0, help="erosion for the eroded means (default 3)"
-    )
-    mea.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    _add_measure_options(mea)
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=_measure)
 
@@ -534,6 +518,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_measure_options(parser: argparse.ArgumentParser) -> None:
+    """What ``measure``, ``run`` and ``screen`` share: the MeasureConfig knobs, overlays."""
+    parser.add_argument(
+        "--grid",
+        choices=["native", "model"],
+        default="native",
+        help="native: stored HU (default); model: resampled to 0.7 x 0.7 x 2.5 mm as the paper",
+    )
+    parser.add_argument(
+        "--threshold-hu", type=float, default=40.0, help="steatosis at or below (default 40)"
+    )
+    parser.add_argument(
+        "--erosion-mm", type=float, default=3.0, help="erosion for the eroded means (default 3)"
+    )
+    parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+
+
+def _measure_config(args: argparse.Namespace) -> MeasureConfig:
+    from screening.measure import MeasureConfig
+
+    return MeasureConfig(
+        grid=args.grid, steatosis_threshold_hu=args.threshold_hu, erosion_mm=args.erosion_mm
+    )
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="demo", help="model directory, or 'demo'")
     parser.add_argument(
@@ -550,11 +559,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-cascade", action="store_true", help="skip the coarse pass")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    parser.add_argument("--grid", choices=("native", "model"), default="native")
-    parser.add_argument("--threshold-hu", type=float, default=40.0)
-    parser.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    _add_measure_options(parser)
     parser.add_argument(
-        "--max-in-flight", type=int, help="scans submitted at once (default: 2 per worker)"
+        "--max-in-flight", type=int, help="scans submitted at once (default: 4 per worker)"
     )
     parser.add_argument(
         "--gpu-workers", type=int, help="local GPU workers (default: one per visible GPU)"
