@@ -289,7 +289,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _screen(args: argparse.Namespace) -> int:
-    """Ingest SOURCE... into OUT/store, then run into OUT/results."""
+    """Ingest SOURCE... into OUT/store, run into OUT/results, then OUT/stats and
+    OUT/report.html (statistics with --reference reads when given)."""
     import os
     from pathlib import Path
 
@@ -309,7 +310,17 @@ def _screen(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
     )
     print(summary.describe())
-    return _run_on_cluster(args, store, results)
+    code = _run_on_cluster(args, store, results)
+    if code != 0:
+        return code
+    from screening.stats.compute import compute_stats
+    from screening.stats.report import render_report
+
+    stats = compute_stats(results, out / "stats", reference=args.reference)
+    print(stats.describe())
+    report = render_report(out / "stats", results, out / "report.html")
+    print(f"report: {report}")
+    return 0
 
 
 def _compact(args: argparse.Namespace) -> int:
@@ -504,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     scr.add_argument("--cohort", default="default", help="cohort name (default: 'default')")
     scr.add_argument("--manifest", help="CSV: image[, liver_mask, spleen_mask, cohort, site, ...]")
     scr.add_argument("--key-file", help="pseudonymisation key file (else $SCREENING_KEY)")
+    scr.add_argument("--reference", help="expert reads (reader, roi_hu, key) for the statistics")
     _add_run_options(scr)
     scr.set_defaults(func=_screen)
 

@@ -60,6 +60,7 @@ def test_screen_one_shot_ingests_runs_and_accounts_for_every_series(
     assert main(["keygen", str(key)]) == 0
     out = tmp_path / "out"
     argv = ["screen", "--manifest", str(cohort / "manifest.csv"), "--key-file", str(key)]
+    argv += ["--reference", str(cohort / "reads.csv")]
     assert main([*argv, "--out", str(out), "--workers", "1", "--quiet", "--no-overlays"]) == 0
     text = capsys.readouterr().out
     assert "rejected 1" in text and "3 of 3 scan(s) finished" in text
@@ -73,6 +74,9 @@ def test_screen_one_shot_ingests_runs_and_accounts_for_every_series(
     # The prevalence table's last line accounts for all four series.
     last = [line for line in text.splitlines() if line.startswith("all ")][-1].split()
     assert last[1] == "4" and last[-2] == "1"  # scans, rejected at ingest
+    # ... then statistics against the cohort's reads (keyed by case_id) and the report.
+    assert (out / "stats" / "agreement.parquet").is_file()
+    assert "AI versus expert readers" in (out / "report.html").read_text()
 
 
 def test_ctrl_c_commits_finished_scans_and_the_same_command_resumes(tmp_path: Path) -> None:
