@@ -117,3 +117,19 @@ def _rows(results: Path) -> list[dict]:
     from screening.tables import read_dataset
 
     return read_dataset(results / "measurements", load_table_schema("measurements")).to_pylist()
+
+
+def test_run_cli_on_the_shipped_local_cluster_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--cluster cluster/local.yaml` (the file a data engineer starts from) runs the job."""
+    store, results = tmp_path / "store", tmp_path / "results"
+    ids = write_phantom_store(store, 3, seed=13)
+    cluster = str(REPO / "cluster" / "local.yaml")
+    argv = ["run", str(store), "--out", str(results), "--cluster", cluster, "--quiet"]
+    assert main([*argv, "--segmenter", "reference"]) == 0
+    assert "3 of 3 scan(s) finished (3 ok)" in capsys.readouterr().out
+    n = duckdb.sql(
+        f"select count(distinct scan_id) from read_parquet('{results}/measurements/*/*.parquet')"
+    ).fetchall()
+    assert n == [(len(ids),)]
