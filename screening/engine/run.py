@@ -46,7 +46,7 @@ from screening.engine.tasks import (
 from screening.errors import ClusterError, ConfigError, StoreError
 from screening.fsutil import exclusive_lock
 from screening.measure.config import MeasureConfig
-from screening.measure.store import measure_pipeline_id
+from screening.measure.store import failed_row, measure_pipeline_id
 from screening.model.inference import InferenceConfig
 from screening.reasons import ReasonCode, Segmenter, Stage, Status
 
@@ -358,17 +358,15 @@ def _failure_rows(
         "worker": worker,
         "at": now,
     }
-    row = {
-        "scan_id": scan.scan_id,
-        "pipeline_id": settings.pipeline_id,
-        "segmenter": settings.segmenter.value,
-        "cohort": scan.cohort,
-        "status": Status.FAILED.value,
-        "reason": reason,
-        "message": f"{stage}: {message}",
-        "engine_version": __version__,
-        "measured_at": now,
-    }
+    row = failed_row(
+        scan.scan_id,
+        settings.pipeline_id,
+        settings.segmenter,
+        scan.cohort,
+        ReasonCode(reason),
+        f"{stage}: {message}",
+        at=now,
+    )
     return failure, row
 
 

@@ -29,6 +29,7 @@ from screening.reasons import ReasonCode, Segmenter, Status
 __all__ = [
     "SEGMENTATION_ARRAYS",
     "MeasureSummary",
+    "failed_row",
     "measure_pipeline_id",
     "measure_store",
     "measure_stores",
@@ -177,16 +178,29 @@ def failure_row(
         cohort = store.attrs.get("scan", {}).get("cohort", cohort)
     except ScreeningError:
         pass
+    return failed_row(scan_id, pid, segmenter, cohort, ReasonCode(reason), message)
+
+
+def failed_row(
+    scan_id: str,
+    pid: str,
+    segmenter: Segmenter,
+    cohort: str,
+    reason: ReasonCode,
+    message: str,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The ``measurements`` row of a scan that could not be measured (status failed)."""
     return {
         "scan_id": scan_id,
         "pipeline_id": pid,
         "segmenter": segmenter.value,
         "cohort": cohort,
         "status": Status.FAILED.value,
-        "reason": ReasonCode(reason).value,
+        "reason": reason.value,
         "message": message,
         "engine_version": __version__,
-        "measured_at": datetime.now(UTC),
+        "measured_at": at or datetime.now(UTC),
     }
 
 
