@@ -109,3 +109,14 @@ def test_stats_cli_spreads_segmentation_metrics_over_a_local_cluster(
     assert par.num_rows == 2 * N and par.equals(seq)
     assert main([*args, "--out", str(tmp_path / "none"), "--no-segmentation"]) == 0
     assert not (tmp_path / "none" / "segmentation.parquet").exists()
+
+
+def test_report_cli_computes_the_statistics_when_not_given(
+    run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, results, reads = run
+    out = tmp_path / "report.html"
+    assert main(["report", str(results), "--reference", str(reads), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "AI versus expert readers" in text and "data:image/png;base64," in text
+    assert "not computed: agreement" not in text
