@@ -14,7 +14,6 @@ import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -23,6 +22,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 from bench.bench_synthetic import Result, bench_cohort, bench_phantom  # noqa: E402
+from bench.common import cpu_model, git_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -48,37 +48,9 @@ def _read(path: str) -> str:
         return ""
 
 
-def _git_rev() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "screening"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{rev} (screening/ modified)" if dirty else rev
-
-
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on."""
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in _read("/proc/cpuinfo").splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
+    cpu = cpu_model()
     mem_kib = next(
         (
             int(ln.split()[1])
@@ -103,7 +75,7 @@ def machine_info() -> dict[str, Any]:
             for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
         },
         "torch_loaded": "torch" in sys.modules,
-        "git": _git_rev(),
+        "git": git_state(),
     }
 
 
@@ -278,7 +250,7 @@ def _demote(markdown_text: str) -> str:
 def run_stage_benchmarks(quick: bool) -> list[str]:
     """The stage benchmarks with their own reports: ingest, store codecs, segmentation,
     measurement, the distributed run, statistics."""
-    from bench.bench_ingest import bench_ingest, cpu_model, git_state
+    from bench.bench_ingest import bench_ingest
     from bench.bench_ingest import to_markdown as ingest_markdown
     from bench.bench_measure import bench_measure
     from bench.bench_measure import to_markdown as measure_markdown

@@ -61,6 +61,7 @@ from numpy.typing import NDArray  # noqa: E402
 
 from bench.bench_synthetic import Result  # noqa: E402
 from bench.bench_synthetic import _peak_mib as traced_peak_mib  # noqa: E402
+from bench.common import cpu_model, git_state  # noqa: E402
 
 __all__ = ["Fixture", "bench_ingest", "make_fixture", "one_worker", "to_markdown"]
 
@@ -964,30 +965,6 @@ def to_markdown(
             "empty-chunk check (`write_empty_chunks=True`) saves.",
         ]
     return "\n".join(out) + "\n"
-
-
-def git_state() -> str:
-    """Short commit, and whether the library (``screening/``) differs from it."""
-    try:
-        run = lambda *a: subprocess.run(  # noqa: E731
-            ["git", *a], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout.strip()
-        rev, dirty = run("rev-parse", "--short", "HEAD"), run("status", "--porcelain", "screening")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{rev} + uncommitted changes in screening/" if dirty else rev
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

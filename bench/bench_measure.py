@@ -305,7 +305,7 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.bench_ingest import cpu_model, git_state
+    from bench.common import cpu_model, git_state
 
     p = argparse.ArgumentParser(prog="python -m bench.bench_measure", description=__doc__)
     p.add_argument("--quick", action="store_true", help="1 repeat (3 on the small scan)")

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_ingest import cpu_model
-from bench.common import HELD_OUT_SEED, emit, held_out_store
+from bench.common import HELD_OUT_SEED, cpu_model, emit, held_out_store
 
 METHODS = {
     "AI-3D": "liver_hu_3d",

@@ -865,7 +865,7 @@ def to_markdown(res: dict[str, Any], cpu: str, git: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.bench_ingest import cpu_model, git_state
+    from bench.common import cpu_model, git_state
 
     p = argparse.ArgumentParser(prog="python -m bench.bench_run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="1 repeat, 200 tiny scans, 2 full")

@@ -358,7 +358,7 @@ def bench_segmentation(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.bench_ingest import cpu_model
+    from bench.common import cpu_model
 
     p = argparse.ArgumentParser(prog="python -m bench.bench_segmentation", description=__doc__)
     p.add_argument("--quick", action="store_true")

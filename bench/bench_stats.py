@@ -27,7 +27,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,7 +37,7 @@ import scipy  # noqa: E402
 import sklearn  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
-from bench.common import emit  # noqa: E402
+from bench.common import cpu_model, emit, git_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_S = 1.0
@@ -114,31 +113,6 @@ def naive(hu: NDArray[np.float64], truth: NDArray[np.bool_]) -> Replicates:
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
-
-
-def _git_rev() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(repeats: int) -> dict[str, Any]:
     hu, truth = make_data()
     cases: dict[str, Callable[[NDArray[np.float64], NDArray[np.bool_]], Replicates]] = {
@@ -179,11 +153,11 @@ def run(repeats: int) -> dict[str, Any]:
         "max_abs_diff_vs_ours": diff,
         "dropped_resamples_agree": nan_same,
         "n_prevalent": int(truth.sum()),
-        "machine": _cpu_model(),
+        "machine": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__},
         "sklearn": sklearn.__version__,
-        "commit": _git_rev(),
+        "commit": git_state(),
     }
 
 

@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 from zarr.codecs import BloscCname, BloscCodec, BloscShuffle, GzipCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
 
-from bench.bench_ingest import cpu_model
+from bench.common import cpu_model
 
 __all__ = [
     "CHUNK_SHAPES",

@@ -1,11 +1,16 @@
-"""Pieces the stage benchmarks share: writing their reports, the held-out synthetic store."""
+"""Pieces the stage benchmarks share: writing their reports, the machine and commit they name,
+the held-out synthetic store."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Held-out synthetic cohort seed: not the demo's 7 nor the demo weights' 1001.
 HELD_OUT_SEED = 2024
@@ -39,3 +44,26 @@ def held_out_store(work: Path, n: int, prevalence: float = 0.4) -> tuple[Path, P
         cluster=ClusterConfig(workers=1),
     )
     return cohort, store
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the reports' machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_state() -> str:
+    """Short commit, and whether the library (``screening/``) differs from it."""
+    try:
+        run = lambda *a: subprocess.run(  # noqa: E731
+            ["git", *a], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        rev, dirty = run("rev-parse", "--short", "HEAD"), run("status", "--porcelain", "screening")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev} + uncommitted changes in screening/" if dirty else rev
