@@ -163,14 +163,14 @@ def compute_stats(
     _write(
         out_dir,
         "prevalence",
-        prevalence_all(results_dir, store_dir, dimensions=cfg.dimensions, pipeline_id=pid),
+        prevalence_all(results_dir, store_dir, dimensions=cfg.dimensions, pipeline_id=pid, con=con),
         summary,
     )
     if standard_population:
         rows = []
         for method in ("ai_roi", "ai_3d", "ai_2d"):
             by_age = prevalence_table(
-                results_dir, store_dir, by="age_band", method=method, pipeline_id=pid
+                results_dir, store_dir, by="age_band", method=method, pipeline_id=pid, con=con
             )
             rows.append({"method": method, **age_standardised(by_age, dict(standard_population))})
         _write(out_dir, "prevalence_standardised", pa.Table.from_pylist(rows), summary)

@@ -130,6 +130,7 @@ def prevalence_table(
     pipeline_id: str | None = None,
     confidence: float = 0.95,
     age_band_edges: tuple[int, ...] = AGE_BAND_EDGES,
+    con: Any = None,
 ) -> pa.Table:
     """Prevalence by ``by`` (see ``GROUP_EXPRESSIONS``) for one pipeline's ``method`` decisions.
 
@@ -141,7 +142,7 @@ def prevalence_table(
     require(by in GROUP_COLUMNS, f"by must be one of {GROUP_COLUMNS}, got {by!r}")
     require(method in DECISION_COLUMNS, f"method must be one of {sorted(DECISION_COLUMNS)}")
     decision = DECISION_COLUMNS[method]
-    con = connect(results, store)
+    con = con or connect(results, store)  # a caller's connection saves re-reading the data
     pid = pipeline_id or _latest_pipeline(con)
     group = GROUP_EXPRESSIONS[by] or _age_band_sql(age_band_edges)
     counts = f"""
@@ -216,15 +217,19 @@ def prevalence_all(
     methods: tuple[str, ...] = ("ai_roi", "ai_3d", "ai_2d"),
     pipeline_id: str | None = None,
     confidence: float = 0.95,
+    con: Any = None,
 ) -> pa.Table:
     """Every (method, dimension) prevalence table stacked, with ``method`` and ``dimension``
     columns (each dimension's ``all`` row is the overall prevalence)."""
+    from screening.query import connect
+
+    con = con or connect(results, store)  # one read of the datasets for every table
     tables = []
     for method in methods:
         for dim in dimensions:
             t = prevalence_table(
                 results, store, by=dim, method=method, pipeline_id=pipeline_id,
-                confidence=confidence,
+                confidence=confidence, con=con,
             )  # fmt: skip
             t = t.add_column(0, "dimension", pa.array([dim] * t.num_rows, pa.string()))
             tables.append(t.add_column(0, "method", pa.array([method] * t.num_rows)))
