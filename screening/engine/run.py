@@ -160,6 +160,7 @@ class RunSummary:
     gpu_workers: int = 0
     interrupted: bool = False
     compacted: dict[str, int] = field(default_factory=dict)
+    n_missing_store: int = 0
 
     def add(self, row: dict[str, Any], stage: str | None = None) -> None:
         self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
@@ -183,6 +184,11 @@ class RunSummary:
             f"({counts}); {self.n_skipped} already done; {self.seconds:.1f} s "
             f"({rate:.0f} scans/hour) on {self.workers} worker(s), {self.gpu_workers} with GPU",
         ]
+        if self.n_missing_store:
+            lines.append(
+                f"  {self.n_missing_store} scan(s) of the catalog have no complete store "
+                "(re-run `screening ingest` on their sources); not run"
+            )
         if self.by_reason:
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.by_reason.items()))
             lines.append(f"  reasons: {reasons}")
@@ -424,6 +430,7 @@ def run_cohort(
         plan = plan_run(root, out, settings.pipeline_id, retry_failed=cfg.retry_failed)
         summary = RunSummary(settings.pipeline_id, out, n_todo=len(plan.todo))
         summary.n_skipped = plan.n_done_before + (0 if cfg.retry_failed else plan.n_failed_before)
+        summary.n_missing_store = plan.n_missing_store
         summary.workers = worker_count(client)
         use_gpu = settings.segmenter is Segmenter.UNET and settings.segment_fn is None
         summary.gpu_workers = gpu_worker_count(client) if use_gpu else 0

@@ -76,9 +76,6 @@ class ResultSink:
                 self._rows[name] = []
         self._last_flush = time.monotonic()
 
-    def pending(self) -> int:
-        return sum(len(r) for r in self._rows.values())
-
 
 def committed_scans(results: str | os.PathLike[str], pid: str) -> tuple[set[str], set[str]]:
     """(scan_ids with a committed non-failed row for ``pid``, scan_ids with only failed rows)."""

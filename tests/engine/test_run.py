@@ -321,3 +321,19 @@ def test_run_stops_with_a_clear_error_when_every_gpu_worker_is_gone(tmp_path: Pa
         again = run_cohort(store, results, RunConfig(overlays=False), client)
     assert again.n_skipped == len(done)
     assert sorted(r["scan_id"] for r in rows(results)) == ids
+
+
+def test_catalog_scans_without_a_complete_store_are_reported_not_dropped(
+    tmp_path: Path, scheduler: str
+) -> None:
+    from screening.ingest.store import COMPLETION_MARKER
+
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 3, seed=10)
+    (store / "scans" / f"{ids[1]}.zarr" / COMPLETION_MARKER).unlink()  # a crashed write
+    with Client(scheduler) as client:
+        summary = run_cohort(
+            store, tmp_path / "results", RunConfig(segmenter=Segmenter.REFERENCE), client
+        )
+    assert summary.n_todo == 2 and summary.n_missing_store == 1
+    assert "1 scan(s) of the catalog have no complete store" in summary.describe()
