@@ -9,6 +9,7 @@ the canonical int16 volume, so peak memory stays near one volume.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import re
@@ -96,6 +97,75 @@ class RawPixels:
     padding: tuple[int, int] | None  # PixelPaddingValue .. PixelPaddingRangeLimit (stored)
 
 
+# The header elements discovery reads on every file: (kind, tag, VR). They are decoded straight
+# from pydicom's raw, not yet converted elements; pydicom's generic per-element conversion of
+# these ~20 values cost as much as parsing the file (bench/bench_ingest.py).
+_RAW_ELEMENTS: dict[str, tuple[str, int, str]] = {
+    "ImageType": ("texts", 0x00080008, "CS"),
+    "SOPClassUID": ("text", 0x00080016, "UI"),
+    "SOPInstanceUID": ("text", 0x00080018, "UI"),
+    "Modality": ("text", 0x00080060, "CS"),
+    "StudyInstanceUID": ("text", 0x0020000D, "UI"),
+    "SeriesInstanceUID": ("text", 0x0020000E, "UI"),
+    "ImagePositionPatient": ("ds", 0x00200032, "DS"),
+    "ImageOrientationPatient": ("ds", 0x00200037, "DS"),
+    "FrameOfReferenceUID": ("text", 0x00200052, "UI"),
+    "SamplesPerPixel": ("us", 0x00280002, "US"),
+    "NumberOfFrames": ("is", 0x00280008, "IS"),
+    "Rows": ("us", 0x00280010, "US"),
+    "Columns": ("us", 0x00280011, "US"),
+    "PixelSpacing": ("ds", 0x00280030, "DS"),
+    "BitsAllocated": ("us", 0x00280100, "US"),
+    "BitsStored": ("us", 0x00280101, "US"),
+    "PixelRepresentation": ("us", 0x00280103, "US"),
+    "RescaleIntercept": ("ds", 0x00281052, "DS"),
+    "RescaleSlope": ("ds", 0x00281053, "DS"),
+}
+
+
+def _decode_raw(kind: str, value: bytes) -> Any:
+    """A raw little-endian value as pydicom converts it (its default settings); ValueError
+    when the value is not the simple case, so the caller asks pydicom instead."""
+    if kind == "us":
+        if len(value) != 2:
+            raise ValueError("not one US value")
+        return int.from_bytes(value, "little")
+    text = value.decode("latin-1").rstrip(" \0")  # float() and int() ignore other blanks
+    if not text:
+        raise ValueError("empty")
+    items = text.split("\\")
+    if kind == "texts":
+        return items
+    if kind == "ds":
+        numbers = [float(v) for v in items]
+        return numbers[0] if len(numbers) == 1 else numbers
+    if len(items) > 1:
+        raise ValueError("multi-valued")
+    return text if kind == "text" else int(text)  # "is"
+
+
+def _get(ds: Any, keyword: str, default: Any = None, raw: bool = True) -> Any:
+    """``ds.get(keyword, default)`` for the elements in :data:`_RAW_ELEMENTS`, decoded from the
+    raw bytes when the element is a plain little-endian one; anything else (absent, converted,
+    big endian, empty, multi-valued where one value is expected, unparsable) is left to pydicom,
+    so the value is what pydicom would give. ``raw=False`` always asks pydicom (tests)."""
+    from pydicom.dataelem import RawDataElement
+
+    kind, tag, vr = _RAW_ELEMENTS[keyword]
+    e = ds.get_item(tag) if raw else None
+    if (
+        type(e) is RawDataElement
+        and e.is_little_endian
+        and e.VR in (vr, None)
+        and isinstance(e.value, bytes)
+    ):
+        try:
+            return _decode_raw(kind, e.value)
+        except ValueError:
+            pass
+    return ds.get(keyword, default)
+
+
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     try:
         out = tuple(float(v) for v in value)
@@ -104,8 +174,12 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
-def read_header(path: str) -> DicomHeader | FileProblem:
-    """Read one file's header (no pixel data). Never raises for bad files: returns a problem."""
+def read_header(path: str, raw_values: bool = True) -> DicomHeader | FileProblem:
+    """Read one file's header (no pixel data). Never raises for bad files: returns a problem.
+
+    ``raw_values=False`` has pydicom convert every value (the reference the fast decoding of
+    :func:`_get` is tested against).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -115,7 +189,7 @@ def read_header(path: str) -> DicomHeader | FileProblem:
             # The reader stops at (7FE0,0010); a file that ends here has no pixel data.
             size = os.fstat(f.fileno()).st_size
             has_pixels = f.tell() < size
-            raw = _raw_pixels(ds, f, size) if has_pixels else None
+            raw = _raw_pixels(ds, f, size, raw_values) if has_pixels else None
     except InvalidDicomError:
         return FileProblem(
             path, ReasonCode.NO_DICM, "not a DICOM Part 10 file (no 'DICM' prefix at byte 128)"
@@ -125,22 +199,26 @@ def read_header(path: str) -> DicomHeader | FileProblem:
             path, ReasonCode.UNREADABLE_FILE, f"DICOM header unreadable ({type(e).__name__})"
         )
     meta = getattr(ds, "file_meta", None)
+
+    def get(keyword: str, default: Any = None) -> Any:
+        return _get(ds, keyword, default, raw_values)
+
     try:
         return DicomHeader(
             path=path,
-            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
-            frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
-            modality=str(ds.get("Modality", "") or "").upper(),
-            sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
-            image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
-            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            position=_floats(ds.get("ImagePositionPatient"), 3),
-            rows=int(ds.get("Rows", 0) or 0),
-            columns=int(ds.get("Columns", 0) or 0),
-            pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
-            n_frames=int(ds.get("NumberOfFrames", 1) or 1),
+            study_uid=str(get("StudyInstanceUID", "") or ""),
+            series_uid=str(get("SeriesInstanceUID", "") or ""),
+            sop_uid=str(get("SOPInstanceUID", "") or ""),
+            frame_of_reference_uid=str(get("FrameOfReferenceUID", "") or ""),
+            modality=str(get("Modality", "") or "").upper(),
+            sop_class_uid=str(get("SOPClassUID", "") or ""),
+            image_type=tuple(str(v).upper() for v in (get("ImageType") or ())),
+            orientation=_floats(get("ImageOrientationPatient"), 6),
+            position=_floats(get("ImagePositionPatient"), 3),
+            rows=int(get("Rows", 0) or 0),
+            columns=int(get("Columns", 0) or 0),
+            pixel_spacing=_floats(get("PixelSpacing"), 2),
+            n_frames=int(get("NumberOfFrames", 1) or 1),
             has_pixels=has_pixels,
             transfer_syntax=str(getattr(meta, "TransferSyntaxUID", "") or ""),
             raw_pixels=raw,
@@ -156,7 +234,7 @@ _IMPLICIT_LE = "1.2.840.10008.1.2"
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 
 
-def _raw_pixels(ds: Any, f: Any, size: int) -> RawPixels | None:
+def _raw_pixels(ds: Any, f: Any, size: int, raw_values: bool = True) -> RawPixels | None:
     """Locate uncompressed 16-bit little-endian pixel data right after the header, or None.
 
     Anything unusual (compressed, 8/32-bit, colour, rescale incomplete) returns None and the
@@ -166,15 +244,19 @@ def _raw_pixels(ds: Any, f: Any, size: int) -> RawPixels | None:
     if ts not in (_EXPLICIT_LE, _IMPLICIT_LE):
         return None
     try:
-        if int(ds.get("BitsAllocated", 0)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1:
+
+        def get(keyword: str, default: Any = None) -> Any:
+            return _get(ds, keyword, default, raw_values)
+
+        if int(get("BitsAllocated", 0)) != 16 or int(get("SamplesPerPixel", 1)) != 1:
             return None
-        bits_stored = int(ds.get("BitsStored", 16))
-        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        bits_stored = int(get("BitsStored", 16))
+        signed = int(get("PixelRepresentation", 0)) == 1
         has_slope, has_intercept = "RescaleSlope" in ds, "RescaleIntercept" in ds
         if has_slope != has_intercept:
             return None
-        slope = float(ds.RescaleSlope) if has_slope else 1.0
-        intercept = float(ds.RescaleIntercept) if has_intercept else 0.0
+        slope = float(get("RescaleSlope")) if has_slope else 1.0
+        intercept = float(get("RescaleIntercept")) if has_intercept else 0.0
         padding = None
         if "PixelPaddingValue" in ds:
             low = int(ds.PixelPaddingValue)
@@ -522,6 +604,9 @@ def _decode_stack(
     rescale_assumed = False
     slopes: set[float] = set()
     intercepts: set[float] = set()
+    # ct_sha256 is taken slice by slice, in canonical z order (= the C-order byte stream), while
+    # each finished slice is still in cache: cheaper than a second pass over the whole volume.
+    digest = hashlib.sha256()
     for k, idx in enumerate(slice_order):
         h, name = headers[idx], names[idx]
         raw = h.raw_pixels
@@ -535,6 +620,7 @@ def _decode_stack(
             slopes.add(raw.slope)
             intercepts.add(raw.intercept)
             rescale_assumed |= raw.rescale_assumed
+            digest.update(ct[k].astype("<i2", copy=False))
             continue
         if raw is not None:
             stored = _read_raw_slice(h, name)
@@ -570,6 +656,7 @@ def _decode_stack(
             if flip[2]:
                 pad_plane = pad_plane[:, ::-1]
         to_hu_int16(plane, slope, intercept, pad_plane, out=ct[k])
+        digest.update(ct[k].astype("<i2", copy=False))
 
     # Covariates and the patient pseudonym come from one header (no pixel data needed).
     first_ds = pydicom.dcmread(headers[stack.order[0]].path, stop_before_pixels=True)
@@ -592,7 +679,7 @@ def _decode_stack(
         "padding_voxels": padded,
         "obliquity_deg": round(stack.axes.obliquity_deg, 3),
     }
-    return ScanVolume(ct, spacing, origin, direction, source), first_ds
+    return ScanVolume(ct, spacing, origin, direction, source, digest.hexdigest()), first_ds
 
 
 def _origin(

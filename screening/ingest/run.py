@@ -199,7 +199,7 @@ def ingest_series(
         status=Status.OK.value,
         message="; ".join(notes) or None,
     )
-    row["ct_sha256"] = ct_sha256(volume.ct_hu)
+    row["ct_sha256"] = volume.ct_sha256 or ct_sha256(volume.ct_hu)
     stored_row = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
     write_scan_store(
         store_root, item.scan_id, volume, stored_row, cfg.store, seg_reference, row["ct_sha256"]

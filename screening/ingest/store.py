@@ -211,7 +211,7 @@ def write_scan_store(
                 "spacing_mm": [float(s) for s in volume.spacing_mm],
                 "origin_mm": [float(o) for o in volume.origin_mm],
                 "direction": [float(v) for row in volume.direction for v in row],
-                "ct_sha256": sha256 or ct_sha256(volume.ct_hu),
+                "ct_sha256": sha256 or volume.ct_sha256 or ct_sha256(volume.ct_hu),
                 "source": volume.source,
                 "scan": attrs,
                 "ome": ngff_multiscales(volume.spacing_mm, volume.origin_mm),

@@ -46,6 +46,9 @@ class ScanVolume:
         of source array axis ``a`` (DICOM: column, row, slice; NIfTI: i, j, k).
     source : dict
         Source metadata (format, scanner, covariates, how HU were derived). No identifiers.
+    ct_sha256 : str or None
+        :func:`screening.ingest.store.ct_sha256` of ``ct_hu`` when the reader computed it while
+        filling the volume (slice by slice, while each slice is in cache), else None.
     """
 
     ct_hu: NDArray[np.int16]
@@ -53,6 +56,7 @@ class ScanVolume:
     origin_mm: tuple[float, float, float]
     direction: tuple[tuple[float, ...], ...]
     source: dict[str, Any] = field(default_factory=dict)
+    ct_sha256: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -143,43 +147,38 @@ def _to_hu_int16_integer(
     padding: NDArray[np.bool_] | None,
     out: NDArray[np.int16] | None,
 ) -> NDArray[np.int16]:
-    """The common case (16-bit stored values, slope 1, integer intercept) in integer arithmetic.
-
-    Clip in the stored type so that ``stored + intercept`` lands in [HU_MIN, HU_MAX], then add
-    the intercept modulo 2**16: the true sum fits int16, so the wrapped bits viewed as int16
-    are exactly it. Three passes instead of the float path's six (bench/bench_ingest.py).
-    """
-    info = np.iinfo(stored.dtype)
-    lo = max(HU_MIN - intercept, info.min)
-    hi = min(HU_MAX - intercept, info.max)
-    if lo > hi:  # every value falls outside [HU_MIN, HU_MAX]: all clip to one end
-        fill = HU_MIN if HU_MIN - intercept > info.max else HU_MAX
-        result = np.full(stored.shape, fill, dtype=np.int16)
-    else:
-        clipped = np.clip(stored, lo, hi)
-        np.add(clipped, np.array(intercept % 65536, np.uint16).view(stored.dtype), out=clipped)
-        result = clipped.view(np.int16)
-    if padding is not None:
-        result[padding] = HU_MIN
-    if out is None:
-        return np.ascontiguousarray(result)
-    if not np.shares_memory(out, result):
-        out[...] = result
-    return out
+    """The common case (16-bit stored values, slope 1, integer intercept) in integer arithmetic:
+    a copy into the output's memory, then :func:`hu_int16_in_place`."""
+    result = np.empty(stored.shape, dtype=np.int16) if out is None else out
+    work = result.view(stored.dtype)
+    work[...] = stored
+    hu_int16_in_place(work, intercept, padding)
+    return result
 
 
 def hu_int16_in_place(
     stored: NDArray[Any], intercept: int, padding: NDArray[np.bool_] | None
 ) -> None:
     """:func:`to_hu_int16` for slope 1 and an integer intercept, overwriting ``stored`` (16-bit
-    stored values in the memory of the int16 output slice): no temporary arrays at all."""
+    stored values in the memory of the int16 output slice): no temporary arrays at all.
+
+    Clip in the stored type so that ``stored + intercept`` lands in [HU_MIN, HU_MAX], then add
+    the intercept modulo 2**16: the true sum fits int16, so the wrapped bits viewed as int16
+    are exactly it. The clip is done only when a min/max check finds values outside: the
+    read-only reductions cost a fifth of ``np.clip``'s pass and real data rarely needs it
+    (bench/bench_ingest.py).
+    """
     info = np.iinfo(stored.dtype)
     lo = max(HU_MIN - intercept, info.min)
     hi = min(HU_MAX - intercept, info.max)
-    if lo > hi:
+    if lo > hi:  # every value falls outside [HU_MIN, HU_MAX]: all clip to one end
         stored.view(np.int16)[...] = HU_MIN if HU_MIN - intercept > info.max else HU_MAX
-    else:
-        np.clip(stored, lo, hi, out=stored)
+    elif stored.size:
+        kind = stored.dtype.type
+        if lo > info.min and stored.min() < lo:
+            np.maximum(stored, kind(lo), out=stored)
+        if hi < info.max and stored.max() > hi:
+            np.minimum(stored, kind(hi), out=stored)
         np.add(stored, np.array(intercept % 65536, np.uint16).view(stored.dtype), out=stored)
     if padding is not None:
         stored.view(np.int16)[padding] = HU_MIN

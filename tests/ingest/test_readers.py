@@ -20,6 +20,7 @@ from screening.ingest.dicom import (
 )
 from screening.ingest.masks import mask_to_grid
 from screening.ingest.nifti import read_nifti_ct, read_nifti_labels
+from screening.ingest.store import ct_sha256
 from screening.ingest.validate import ValidationConfig
 from screening.reasons import ReasonCode
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
@@ -56,6 +57,8 @@ def test_dicom_series_is_canonical_and_exact(tmp_path: Path, position: str, synt
     random.Random(1).shuffle(headers)  # file order must not matter
     volume, first = read_dicom_series(headers, [Path(h.path).name for h in headers], CFG)
     np.testing.assert_array_equal(volume.ct_hu, _expected(ph))
+    # The digest taken slice by slice while reading is the whole volume's, in any orientation.
+    assert volume.ct_sha256 == ct_sha256(_expected(ph))
     assert volume.spacing_mm == pytest.approx(ph.spacing_mm)
     assert volume.origin_mm == pytest.approx(ph.origin_mm, abs=1e-3)
     assert volume.source["padding_voxels"] > 0  # the scan circle padding was recognised
@@ -235,6 +238,7 @@ def test_direct_pixel_read_equals_pydicom_decode(
     slow, _ = read_dicom_series(slow_headers, names, CFG)
     np.testing.assert_array_equal(fast.ct_hu, slow.ct_hu)
     assert fast.source == slow.source
+    assert fast.ct_sha256 == slow.ct_sha256 == ct_sha256(slow.ct_hu)
 
 
 def test_direct_read_masks_bits_above_bits_stored(tmp_path: Path) -> None:
@@ -254,3 +258,38 @@ def test_direct_read_masks_bits_above_bits_stored(tmp_path: Path) -> None:
     volume, _ = read_dicom_series(headers, names, CFG)
     expected = np.clip(np.maximum(ph.hu.astype(np.int32), -1024), -2048, 2047)
     np.testing.assert_array_equal(volume.ct_hu, expected)
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "implicit", "rle"])
+def test_header_values_decoded_raw_equal_pydicom(
+    tmp_path: Path, syntax: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery decodes its ~20 header values from the raw bytes instead of through pydicom's
+    conversion; on unusual and invalid encodings the header is still exactly pydicom's."""
+    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+    paths = write_dicom_series(_phantom(), tmp_path, DicomInfo(transfer_syntax=syntax))
+    odd: list[dict[str, str | list[str] | int]] = [
+        {},  # as written
+        {"ImagePositionPatient": [" -1.5E+2", "2.25 ", "  3"], "PixelSpacing": ["0.7", "0.7 "]},
+        {"RescaleSlope": " 1.0 ", "RescaleIntercept": "-1024.000"},  # padded, trailing zeros
+        {"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL", ""], "Modality": "ct"},  # empty value
+        {"NumberOfFrames": "1", "SeriesInstanceUID": "1.2.3\\4.5.6"},  # two UIDs: pydicom's
+        {"ImageOrientationPatient": "1", "FrameOfReferenceUID": ""},  # wrong VM, empty
+        {"NumberOfFrames": " 2 ", "StudyInstanceUID": "1.2.840.99\0"},  # padded IS, trailing NUL
+        {"ImagePositionPatient": ["1", "9", "3"]},  # made "1\\x\\3" below: pydicom decides
+        {"Rows": 0, "PixelSpacing": "0.5\\0.5\\0.5"},
+    ]
+    for path, changes in zip(paths, odd, strict=False):
+        ds = pydicom.dcmread(path)
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+        if changes.get("ImagePositionPatient") == ["1", "9", "3"]:
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data.replace(b"1\\9\\3", b"1\\x\\3", 1))
+    compared = 0
+    for path in paths:
+        fast, slow = read_header(str(path)), read_header(str(path), raw_values=False)
+        assert fast == slow, (path, fast, slow)
+        compared += isinstance(fast, DicomHeader)
+    assert compared >= len(odd) - 1

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 from screening.errors import ValidationError
 from screening.ingest.validate import ValidationConfig, validate_stack
-from screening.ingest.volume import HU_MAX, HU_MIN, canonical_axes, to_hu_int16
+from screening.ingest.volume import (
+    HU_MAX,
+    HU_MIN,
+    canonical_axes,
+    hu_int16_in_place,
+    to_hu_int16,
+)
 from screening.reasons import ReasonCode
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -134,3 +140,6 @@ def test_integer_hu_path_equals_float_reference(
     expected_padded = np.where(padding, HU_MIN, expected).astype(np.int16)
     np.testing.assert_array_equal(to_hu_int16(stored, 1.0, float(intercept)), expected)
     np.testing.assert_array_equal(to_hu_int16(stored, 1.0, intercept, padding), expected_padded)
+    in_place = stored.copy()  # the reader's path: converted in the output slice's memory
+    hu_int16_in_place(in_place, intercept, padding)
+    np.testing.assert_array_equal(in_place.view(np.int16), expected_padded)
