@@ -975,8 +975,9 @@ def to_markdown(
         _table(phase_head, phase_rows),
         "",
         f"read_series + write_store = {_s(accounted_cpu)} CPU s of the task's "
-        f"{_s(task_cpu)} CPU s (wall: {_s(accounted)} of {_s(task_med)} s); the rest is "
-        "covariates, row building and the completion-marker fsync. `↳` rows split "
+        f"{_s(task_cpu)} CPU s (wall: {_s(accounted)} of {_s(task_med)} s); the task adds "
+        "covariates, row building and the completion-marker fsync, and each phase timed alone "
+        "pays its own page faults and cache misses, so the two need not add up. `↳` rows split "
         '`headers` and `read_series`; those marked "the library before" are the replaced '
         "ways, for comparison. Baseline for comparison: "
         f"{_s(_cpu_med(base))} CPU s, {_s(_med(base))} s.",
