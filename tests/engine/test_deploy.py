@@ -6,6 +6,7 @@ process, so the scheduler, the job scripts and the worker processes are all real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -224,7 +225,9 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     submitted = folder / "submitted"
     for pid in submitted.read_text().split() if submitted.exists() else []:
         if _alive(int(pid)):  # only if the test failed before scancel: our own jobs
-            os.killpg(int(pid), 9)
+            # It may exit between the check and the kill (scancel is asynchronous).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), 9)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
