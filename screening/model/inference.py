@@ -37,6 +37,7 @@ __all__ = [
     "dice_per_label",
     "keep_largest_component",
     "predict_probabilities",
+    "probs_to_native",
     "resolve_device",
     "segment_volume",
 ]
@@ -191,7 +192,7 @@ def dice_per_label(
     return out
 
 
-def _probs_to_native(
+def probs_to_native(
     probs: NDArray[np.float32],
     model_spacing_mm: Sequence[float],
     native_shape: Sequence[int],
@@ -326,7 +327,7 @@ def segment_volume(
         probs = predict_probabilities(model.network, image, _roi_size(model, cfg), cfg, dev)
         t3 = time.perf_counter()
         native_shape = tuple(r.stop - r.start for r in region)
-        labels[region] = _probs_to_native(
+        labels[region] = probs_to_native(
             probs, model_sp, native_shape, spacing_mm, offset_zyx=offset
         )
         if cfg.largest_component:

@@ -17,7 +17,7 @@ from screening.model import (
     segment_store,
     segment_volume,
 )
-from screening.model.inference import _probs_to_native
+from screening.model.inference import probs_to_native
 from screening.preprocess import preprocess_volume, resample_linear
 from screening.reasons import ContrastPhase
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
@@ -50,7 +50,7 @@ def test_probabilities_map_back_slab_by_slab_like_the_whole_volume(offset: tuple
     native_shape, native_sp, model_sp = (37, 20, 26), (1.25, 1.4, 1.1), (5.0, 2.5, 2.9)
     step = [n / m for n, m in zip(native_sp, model_sp, strict=True)]
     whole = np.argmax(resample_linear(probs, step, native_shape, offset_zyx=offset), axis=0)
-    slabbed = _probs_to_native(
+    slabbed = probs_to_native(
         probs, model_sp, native_shape, native_sp, offset_zyx=offset, slab_voxels=3 * 20 * 26
     )
     np.testing.assert_array_equal(slabbed, whole)
