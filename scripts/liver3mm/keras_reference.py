@@ -55,8 +55,23 @@ def _shim_keras() -> None:
     )
 
 
-def build_original(wheel_dir: Path):  # type: ignore[no-untyped-def]
+def _exact_reductions() -> None:
+    import tensorflow as tf
+    from tf_keras import backend
+
+    def mean(x, axis=None, keepdims=False):  # type: ignore[no-untyped-def]
+        return tf.cast(tf.reduce_mean(tf.cast(x, tf.float64), axis, keepdims), x.dtype)
+
+    def std(x, axis=None, keepdims=False):  # type: ignore[no-untyped-def]
+        return tf.cast(tf.math.reduce_std(tf.cast(x, tf.float64), axis, keepdims), x.dtype)
+
+    backend.mean, backend.std = mean, std
+
+
+def build_original(wheel_dir: Path, *, exact_reductions: bool = False):  # type: ignore[no-untyped-def]
     _shim_keras()
+    if exact_reductions:
+        _exact_reductions()
     path = wheel_dir / "pyliverlesionseg" / "architectures" / "unet_generalized.py"
     spec = importlib.util.spec_from_file_location("unet_generalized", path)
     assert spec is not None and spec.loader is not None
@@ -96,7 +111,7 @@ def main(argv: list[str]) -> int:
         import tf_keras
 
         tf_keras.backend.set_floatx("float64")
-    model = build_original(wheel_dir)
+    model = build_original(wheel_dir, exact_reductions="--exact-reductions" in argv)
     print("input shape", model.input_shape, "output shape", model.output_shape)
     data = np.load(inputs)
     out = {}

@@ -24,16 +24,24 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 
 
 def _segment(ct_hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    from screening.model.liver3mm.inference import body_box, network_input, segment_input
+    from screening.model.liver3mm.inference import (
+        Liver3mmConfig,
+        body_box,
+        cut_sides,
+        network_input,
+        segments,
+    )
 
+    cfg = Liver3mmConfig()
     image = network_input(ct_hu, spacing_mm)
-    box = body_box(image, -150.0)
+    box = body_box(image, cfg.body_threshold_hu)
     assert box is not None
-    return segment_input(image, box)[0]
+    cut = cut_sides(image, box, cfg.body_threshold_hu, cfg.cut_face_fraction)
+    return next(iter(segments(image, box, cfg, cut)))[1]
 
 
 def make_inputs(out: Path) -> None:
-    from screening.model.liver3mm.fixtures import load_lits117, load_totalsegmentator_example
+    from screening.model.real_cases import load_lits117, load_totalsegmentator_example
 
     arrays = {"noise": np.random.default_rng(0).uniform(-0.5, 0.5, (189, 162, 162))}
     if REAL.is_dir():

@@ -106,7 +106,7 @@ def build_liver3mm_network() -> torch.nn.Module:
         def __init__(self) -> None:
             super().__init__()
             for name, k, cin, cout in _CONVS:
-                pad = tuple(s // 2 for s in k)
+                pad = (k[0] // 2, k[1] // 2, k[2] // 2)
                 self.add_module(name, nn.Conv3d(cin, cout, k, padding=pad))
 
         def _pair(self, x: torch.Tensor, a: str, b: str, *, first: bool = False) -> torch.Tensor:
@@ -125,6 +125,7 @@ def build_liver3mm_network() -> torch.nn.Module:
                 h = self._pair(torch.cat([crop_to(skip, h), h], dim=1), a, b)
             h = up3(h)
             h = self._pair(torch.cat([crop_to(l1, h), h], dim=1), "conv13", "conv14")
-            return torch.sigmoid(self.conv15(norm_act(h)))
+            head: nn.Module = self.conv15
+            return torch.sigmoid(head(norm_act(h)))
 
     return Liver3mmUNet()
