@@ -479,7 +479,7 @@ def bench_scaling_memory(quick: bool, work: Path) -> dict[str, Any]:
     del full
     log(f"wrote {SMALL_N} small and {n_full} full-size scan stores")
 
-    cases = {"unet": RunConfig(), "reference": RunConfig(segmenter=Segmenter.REFERENCE)}
+    cases = {"unet": RunConfig(model="demo"), "reference": RunConfig(segmenter=Segmenter.REFERENCE)}
     runs: dict[str, list[dict[str, Any]]] = {f"{c}_{w}": [] for c in cases for w in (1, 2)}
 
     def once(client: Any, pristine: Path, cfg: Any) -> dict[str, Any]:

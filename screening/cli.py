@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from screening._version import __version__
 from screening.cli_results import add_results_commands
 from screening.errors import ConfigError, ScreeningError
+from screening.model.backends import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from screening.engine import ClusterConfig, RunConfig, RunProgress
@@ -122,15 +123,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from screening.model import InferenceConfig, load_model, resolve_device, segment_stores
+    from screening.model import InferenceConfig, load_backend, resolve_device, segment_stores
 
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device, with_coarse=args.cascade)
     cfg = InferenceConfig(cascade=args.cascade, overlap=args.overlap)
+    backend = load_backend(args.model, device=device, inference=cfg)
     summary = segment_stores(
         args.store,
-        model,
-        cfg,
+        backend,
         device=device,
         threads=args.threads,
         progress=not args.quiet and sys.stderr.isatty(),
@@ -334,6 +334,12 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODEL_HELP = (
+    "'liver3mm' (default: the shipped real-CT liver model), 'demo' (U-Net trained on "
+    "synthetic phantoms only: for `screening synth` cohorts), or a model directory"
+)
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -464,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on this machine (the distributed run is `screening run`).",
     )
     seg.add_argument("store", help="scan store folder")
-    seg.add_argument("--model", default="demo", help="model directory, or 'demo'")
+    seg.add_argument("--model", default=DEFAULT_MODEL, help=_MODEL_HELP)
     seg.add_argument("--cascade", action="store_true", help="coarse pass first (faster)")
     seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap")
     _add_model_options(seg)
@@ -556,7 +562,7 @@ def _measure_config(args: argparse.Namespace) -> MeasureConfig:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo", help="model directory, or 'demo'")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=_MODEL_HELP)
     parser.add_argument(
         "--segmenter",
         choices=("unet", "reference"),

@@ -9,7 +9,6 @@ a scan that failed before is tried again and its ``attempt`` counts up.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -47,6 +46,7 @@ from screening.errors import ClusterError, ConfigError, StoreError
 from screening.fsutil import exclusive_lock
 from screening.measure.config import MeasureConfig
 from screening.measure.store import failed_row, measure_pipeline_id
+from screening.model.backends import DEFAULT_MODEL
 from screening.model.inference import InferenceConfig
 from screening.reasons import ReasonCode, Segmenter, Stage, Status
 
@@ -76,7 +76,8 @@ class RunConfig:
         ``unet`` (the model), ``reference`` (masks given at ingest) or ``custom``
         (``segment_fn``, a picklable ``(ct_hu, spacing_mm) -> labels`` function).
     model
-        Model directory or ``"demo"`` (the shipped weights).
+        ``"liver3mm"`` (the shipped real-CT liver model, the default), ``"demo"`` (the
+        U-Net trained on synthetic phantoms) or a model directory.
     inference, measure
         Stage configurations; with ``inference.cascade`` and a model without a coarse
         sub-model, the cascade is switched off (recorded in the pipeline id).
@@ -98,7 +99,7 @@ class RunConfig:
     """
 
     segmenter: Segmenter = Segmenter.UNET
-    model: str = "demo"
+    model: str = DEFAULT_MODEL
     inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(cascade=True))
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     overlays: bool = True
@@ -203,38 +204,36 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def _model_info(cfg: RunConfig) -> tuple[Any, InferenceConfig]:
-    """Load (and verify) the model once on the client: its id and preprocessing name the
+def _model_info(cfg: RunConfig) -> Any:
+    """Load (and verify) the model once on the client: its id and producer name the
     pipeline. The workers load their own copy through the plugin."""
-    from screening.model.checkpoint import load_model
+    from screening.model.backends import load_backend
 
-    model = load_model(cfg.model, device="cpu", with_coarse=cfg.inference.cascade)
-    inference = cfg.inference
-    if inference.cascade and model.coarse is None:
+    backend = load_backend(cfg.model, device="cpu", inference=cfg.inference)
+    if getattr(backend, "inference", cfg.inference) != cfg.inference:
         log.info("model %s has no coarse sub-model: running without the cascade", cfg.model)
-        inference = dataclasses.replace(inference, cascade=False)
-    return model, inference
+    return backend
 
 
 def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
     """The frozen settings every task gets, with the run's ``pipeline_id``."""
-    from screening.model.segment import segmentation_producer
-
     results_dir = str(results.resolve()) if cfg.overlays else None
     if cfg.segmenter is Segmenter.UNET:
-        model, inference = _model_info(cfg)
-        producer = segmentation_producer(model, inference)
-        pid = measure_pipeline_id(model.model_id, cfg.segmenter, cfg.measure, producer)
+        backend = _model_info(cfg)
+        producer = backend.producer()
+        pid = measure_pipeline_id(backend.model_id, cfg.segmenter, cfg.measure, producer)
+        inference = getattr(backend, "inference", None)
+        cascade = int(bool(inference and inference.cascade))
         return StageSettings(
             segmenter=cfg.segmenter,
             measure=cfg.measure,
             pipeline_id=pid,
             results_dir=results_dir,
-            preprocess=model.preprocess_cfg,
+            preprocess=backend.preprocess_cfg,
             inference=inference,
             device=cfg.device,
             # One plugin per model: a later run with the same weights finds them loaded.
-            model_plugin=f"{MODEL_PLUGIN}-{model.model_id[:16]}-{int(inference.cascade)}",
+            model_plugin=f"{MODEL_PLUGIN}-{backend.model_id[:16]}-{cascade}",
         )
     if cfg.segmenter is Segmenter.CUSTOM:
         name = cfg.segment_fn_name or _qualname(cfg.segment_fn)
@@ -443,10 +442,8 @@ def run_cohort(
             summary.gpu_workers,
         )
         if plan.todo and use_gpu:
-            assert settings.inference is not None
             client.register_plugin(
-                ModelPlugin(cfg.model, with_coarse=settings.inference.cascade),
-                name=settings.model_plugin,
+                ModelPlugin(cfg.model, inference=cfg.inference), name=settings.model_plugin
             )
         limit = cfg.max_in_flight or 4 * summary.workers
         sink = ResultSink(out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)

@@ -137,19 +137,20 @@ def _guard(stage: Stage, scan: ScanRef, fn: Callable[[], dict[str, Any]]) -> dic
 
 
 class ModelPlugin(WorkerPlugin):
-    """Loads the U-Net once per worker, on first use (a Dask ``WorkerPlugin``).
+    """Loads the segmentation model once per worker, on first use (a Dask ``WorkerPlugin``).
 
     Registered on every worker, it holds only the model reference until a segment task asks;
-    then it loads (and verifies) the weights on that worker's device and keeps them. Workers
-    that never segment (CPU workers beside GPU ones) never load anything.
+    then it loads (and verifies) the backend (:mod:`screening.model.backends`) on that worker's
+    device and keeps it. Workers that never segment (CPU workers beside GPU ones) never load
+    anything.
     """
 
     name = MODEL_PLUGIN
     idempotent = True  # registering the same model again (the next run) keeps the loaded one
 
-    def __init__(self, model_ref: str, *, with_coarse: bool) -> None:
+    def __init__(self, model_ref: str, *, inference: InferenceConfig | None = None) -> None:
         self.model_ref = model_ref
-        self.with_coarse = with_coarse
+        self.inference = inference
         self._models: dict[str, Any] = {}
 
     def setup(self, worker: Any) -> None:
@@ -160,11 +161,11 @@ class ModelPlugin(WorkerPlugin):
 
     def model(self, device: str) -> Any:
         if device not in self._models:
-            from screening.model.checkpoint import load_model
+            from screening.model.backends import load_backend
 
             t0 = time.perf_counter()
-            self._models[device] = load_model(
-                self.model_ref, device=device, with_coarse=self.with_coarse
+            self._models[device] = load_backend(
+                self.model_ref, device=device, inference=self.inference
             )
             log.info("loaded model on %s in %.1f s", device, time.perf_counter() - t0)
         return self._models[device]
@@ -236,16 +237,9 @@ def segment_task(
         elif settings.segment_fn is not None:
             rec = _segment_custom(scan, settings)
         else:
-            assert settings.inference is not None
             device = _device(settings)
-            model = _model_here(settings, device)
-            rec = segment_store(
-                scan.store_path,
-                model,
-                settings.inference,
-                device=device,
-                threads=_worker_threads(),
-            )
+            backend = _model_here(settings, device)
+            rec = segment_store(scan.store_path, backend, device=device, threads=_worker_threads())
         out = _ok(Stage.SEGMENT, time.perf_counter() - t0, reused=rec["reused"])
         out["seconds"] = {**upstream["seconds"], **out["seconds"]}
         out["device"] = rec.get("device")

@@ -1,5 +1,13 @@
 """Liver and spleen segmentation: residual 3-D U-Net, sliding-window inference, training."""
 
+from screening.model.backends import (
+    DEFAULT_MODEL,
+    Backend,
+    Liver3mmBackend,
+    UNetBackend,
+    load_backend,
+    model_kind,
+)
 from screening.model.checkpoint import DEMO_MODEL_DIR, LoadedModel, load_model, save_model
 from screening.model.inference import (
     InferenceConfig,
@@ -20,19 +28,25 @@ from screening.model.segment import (
 from screening.model.train import TrainConfig, TrainResult, train
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DEMO_MODEL_DIR",
     "LABELS",
+    "Backend",
     "InferenceConfig",
+    "Liver3mmBackend",
     "LoadedModel",
     "NetworkConfig",
     "SegmentSummary",
     "SegmentationResult",
     "TrainConfig",
     "TrainResult",
+    "UNetBackend",
     "build_network",
     "dice_per_label",
     "keep_largest_component",
+    "load_backend",
     "load_model",
+    "model_kind",
     "predict_probabilities",
     "resolve_device",
     "save_model",

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from screening.errors import ScreeningError
+from screening.model.backends import Backend, UNetBackend
 from screening.model.checkpoint import LoadedModel
-from screening.model.inference import InferenceConfig, segment_volume
+from screening.model.inference import InferenceConfig
 
 __all__ = ["SegmentSummary", "segment_store", "segment_stores", "segmentation_producer"]
 
@@ -32,32 +33,44 @@ def segmentation_producer(model: LoadedModel, cfg: InferenceConfig) -> dict[str,
     }
 
 
-def _usable_prep(store: Any, model: LoadedModel) -> Any:
+def _usable_prep(store: Any, preprocess_cfg: Any) -> Any:
     """The store's ``prep`` when a CPU task wrote it for this model's grid, else None."""
+    if preprocess_cfg is None:
+        return None
     attrs = store.derived_attrs("prep")
-    if attrs and attrs.get("preprocess_digest") == model.preprocess_cfg.digest():
+    if attrs and attrs.get("preprocess_digest") == preprocess_cfg.digest():
         return store.read("prep")
     return None
 
 
+def _backend(model: Any, cfg: InferenceConfig | None) -> Backend:
+    if isinstance(model, LoadedModel):
+        return UNetBackend(model, cfg or InferenceConfig())
+    return model
+
+
 def segment_store(
     store_path: str | os.PathLike[str],
-    model: LoadedModel,
-    cfg: InferenceConfig,
+    model: Backend | LoadedModel,
+    cfg: InferenceConfig | None = None,
     *,
     device: str = "auto",
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Segment the store's ``ct`` and write ``seg`` (atomically); return a small record.
+    """Segment the store's ``ct`` with a backend (or a U-Net and ``cfg``) and write ``seg``
+    (atomically); return a small record.
 
     A ``prep`` written for this model's grid (by the run's preprocess task) is used instead of
-    preprocessing again. A ``seg`` already written by the same producer is kept.
+    preprocessing again. A ``seg`` already written by the same producer is kept. The ``seg``
+    attributes name the producer, the organs the model labels (a model without a spleen class
+    leaves spleen unmeasured, with a reason) and the domain it was trained on.
     """
     from screening.ingest.store import open_scan_store, write_derived_array
+    from screening.model.inference import resolve_device
 
+    backend = _backend(model, cfg)
     store = open_scan_store(store_path)
-    digest = cfg.digest()
-    producer = segmentation_producer(model, cfg)
+    producer = backend.producer()
     existing = store.derived_attrs("seg")
     if existing and existing.get("producer") == producer:
         return {
@@ -68,19 +81,19 @@ def segment_store(
         }
     t0 = time.perf_counter()
     ct = store.read("ct")
-    prep = _usable_prep(store, model)
+    prep = _usable_prep(store, backend.preprocess_cfg)
     read_s = time.perf_counter() - t0
-    result = segment_volume(
-        model, ct, store.spacing_mm, cfg, device=device, threads=threads, prep=prep
+    result = backend.segment(
+        ct, store.spacing_mm, device=resolve_device(device), threads=threads, prep=prep
     )
     seconds = {"read_s": read_s, **result.seconds}
     attrs = {
-        "model_id": model.model_id,
-        "coarse_model_id": producer["coarse_model_id"],
+        "model_id": backend.model_id,
+        "backend": backend.kind,
         "producer": producer,
+        "organs": list(backend.organs),
+        "training_domain": backend.training_domain,
         "used_prep": prep is not None,
-        "inference": cfg.to_dict(),
-        "inference_digest": digest,
         "device": result.device,
         "seconds": seconds,
         "labels": {"0": "background", "1": "liver", "2": "spleen"},
@@ -108,8 +121,8 @@ class SegmentSummary:
 
 def segment_stores(
     store_root: str | os.PathLike[str],
-    model: LoadedModel,
-    cfg: InferenceConfig,
+    model: Backend | LoadedModel,
+    cfg: InferenceConfig | None = None,
     *,
     device: str = "auto",
     threads: int | None = None,

@@ -49,8 +49,8 @@ def test_unet_run_streams_rows_resumes_and_matches_measure(tmp_path: Path, sched
     ids = write_phantom_store(store, 4, seed=1)
     results = tmp_path / "results"
     with Client(scheduler) as client:
-        first = run_cohort(store, results, RunConfig(), client)
-        again = run_cohort(store, results, RunConfig(), client)
+        first = run_cohort(store, results, RunConfig(model="demo"), client)
+        again = run_cohort(store, results, RunConfig(model="demo"), client)
     assert first.n_todo == 4 and first.by_status == {"ok": 4}, first.describe()
     assert again.n_todo == 0 and again.n_skipped == 4  # resume: nothing redone
     con = duckdb.connect()
@@ -277,7 +277,9 @@ def test_segment_tasks_go_to_gpu_workers_only(tmp_path: Path) -> None:
         from distributed import get_task_stream
 
         with get_task_stream(client) as ts:
-            summary = run_cohort(store, tmp_path / "results", RunConfig(overlays=False), client)
+            summary = run_cohort(
+                store, tmp_path / "results", RunConfig(model="demo", overlays=False), client
+            )
     assert summary.gpu_workers == 1 and summary.by_status == {"ok": 4}
     where = {t["key"]: t["worker"] for t in ts.data}
     seg_workers = {w for k, w in where.items() if str(k).startswith("segment-")}
@@ -297,7 +299,7 @@ def test_run_stops_with_a_clear_error_when_every_gpu_worker_is_gone(tmp_path: Pa
 
     store, results = tmp_path / "store", tmp_path / "results"
     ids = write_phantom_store(store, 6, seed=9)
-    cfg = RunConfig(overlays=False, gpu_wait_s=1.0, max_in_flight=2)
+    cfg = RunConfig(model="demo", overlays=False, gpu_wait_s=1.0, max_in_flight=2)
     with open_client(ClusterConfig(workers=1, gpu_workers=1, dashboard=False)) as client:
         gpu = [
             a
@@ -318,7 +320,7 @@ def test_run_stops_with_a_clear_error_when_every_gpu_worker_is_gone(tmp_path: Pa
     done = [r["scan_id"] for r in rows(results)]
     assert len(done) < 6 and len(set(done)) == len(done)
     with open_client(ClusterConfig(workers=1, gpu_workers=0, dashboard=False)) as client:
-        again = run_cohort(store, results, RunConfig(overlays=False), client)
+        again = run_cohort(store, results, RunConfig(model="demo", overlays=False), client)
     assert again.n_skipped == len(done)
     assert sorted(r["scan_id"] for r in rows(results)) == ids
 

@@ -60,7 +60,7 @@ def test_screen_one_shot_ingests_runs_and_accounts_for_every_series(
     assert main(["keygen", str(key)]) == 0
     out = tmp_path / "out"
     argv = ["screen", "--manifest", str(cohort / "manifest.csv"), "--key-file", str(key)]
-    argv += ["--reference", str(cohort / "reads.csv")]
+    argv += ["--reference", str(cohort / "reads.csv"), "--model", "demo"]
     assert main([*argv, "--out", str(out), "--workers", "1", "--quiet", "--no-overlays"]) == 0
     text = capsys.readouterr().out
     assert "rejected 1" in text and "3 of 3 scan(s) finished" in text

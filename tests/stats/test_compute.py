@@ -27,7 +27,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     store, results = root / "store", root / "results"
     ids = write_phantom_stores(store, N, seed=40, liver_hu_range=(22.0, 62.0))
     with open_client(ClusterConfig(workers=1, dashboard=False)) as client:
-        run_cohort(store, results, RunConfig(overlays=False), client)
+        run_cohort(store, results, RunConfig(model="demo", overlays=False), client)
     rng = np.random.default_rng(0)
     reads = root / "reads.csv"
     with reads.open("w", newline="") as f:

@@ -216,8 +216,8 @@ def segments(
     in_zyx = INPUT_SEGMENT_XYZ[::-1]
     n = [s.stop - s.start for s in box]
     sub = image[box]
-    cut = cut or ((False, False),) * 3  # type: ignore[assignment]
-    assert cut is not None
+    no_cut: CutSides = ((False, False), (False, False), (False, False))
+    cut = cut or no_cut
     starts = [_window_starts(n[a], out_zyx[a], cfg.window_overlap) for a in range(3)]
     for o in ((z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]):
         first = [o[a] - OUTPUT_MARGIN for a in range(3)]  # box index of input voxel 0

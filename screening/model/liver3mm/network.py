@@ -113,7 +113,8 @@ def build_liver3mm_network() -> torch.nn.Module:
             conv_a: nn.Module = getattr(self, a)
             conv_b: nn.Module = getattr(self, b)
             x = conv_a(x if first else norm_act(x))
-            return conv_b(norm_act(x))  # type: ignore[no-any-return]
+            out: torch.Tensor = conv_b(norm_act(x))
+            return out
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             l1 = self._pair(x, "conv1", "conv2", first=True)
@@ -125,7 +126,7 @@ def build_liver3mm_network() -> torch.nn.Module:
                 h = self._pair(torch.cat([crop_to(skip, h), h], dim=1), a, b)
             h = up3(h)
             h = self._pair(torch.cat([crop_to(l1, h), h], dim=1), "conv13", "conv14")
-            head: nn.Module = self.conv15
+            head: nn.Module = getattr(self, "conv15")  # noqa: B009 (typed: Module, not Tensor)
             return torch.sigmoid(head(norm_act(h)))
 
     return Liver3mmUNet()

@@ -1,0 +1,239 @@
+"""Segmentation backends: one registry of the model kinds a run can segment with.
+
+A backend is a loaded, verified model behind one small interface (the way xarray registers
+its I/O backends): what it records as the producer of a ``seg`` (folded into
+``pipeline_id``), which organs it labels, the domain it was trained on, whether a CPU task can
+prepare its input (``preprocess_cfg``), and how it segments a CT volume. The engine's worker
+plugin loads one per worker and device; ``segment_store`` writes its masks.
+
+Kinds:
+
+- ``liver3mm`` — the shipped real-CT liver model (pyliverlesionseg's network, ported; liver
+  only). The default of ``screening run`` and ``screening screen``.
+- ``unet`` — a residual U-Net model directory written by ``screening train`` (liver and
+  spleen); ``demo`` is the shipped one, trained on synthetic phantoms only.
+
+``--model`` takes a kind's keyword (``liver3mm``, ``demo``) or a model directory; the card in
+the directory says which kind it is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from screening.errors import ModelFileError
+
+if TYPE_CHECKING:
+    from screening.model.checkpoint import LoadedModel
+    from screening.model.inference import InferenceConfig, SegmentationResult
+    from screening.model.liver3mm.inference import Liver3mmConfig
+    from screening.model.liver3mm.model import Liver3mmModel
+    from screening.preprocess import PreprocessConfig
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MODEL",
+    "Backend",
+    "Liver3mmBackend",
+    "UNetBackend",
+    "load_backend",
+    "model_kind",
+]
+
+#: What ``screening run`` / ``screen`` segment with when no ``--model`` is given.
+DEFAULT_MODEL = "liver3mm"
+
+
+class Backend(Protocol):
+    """A loaded segmentation model (see the module docstring)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def organs(self) -> tuple[str, ...]: ...
+
+    @property
+    def training_domain(self) -> str: ...
+
+    @property
+    def preprocess_cfg(self) -> PreprocessConfig | None: ...
+
+    def producer(self) -> dict[str, Any]: ...
+
+    def segment(
+        self,
+        ct_hu: NDArray[np.int16],
+        spacing_mm: tuple[float, float, float],
+        *,
+        device: str,
+        threads: int | None,
+        prep: NDArray[Any] | None = None,
+    ) -> SegmentationResult: ...
+
+
+@dataclass(frozen=True, eq=False)
+class UNetBackend:
+    """A ``screening train`` model directory (liver and spleen), with its inference settings."""
+
+    model: LoadedModel
+    inference: InferenceConfig
+    kind: str = field(default="unet", init=False)
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        return ("liver", "spleen")
+
+    @property
+    def training_domain(self) -> str:
+        # Cards written before the field existed: the demo notes say "synthetic phantoms only".
+        card = self.model.card
+        notes = str(card.get("notes", "")).lower()
+        return str(card.get("training_domain") or ("synthetic" if "synthetic" in notes else "real"))
+
+    @property
+    def preprocess_cfg(self) -> PreprocessConfig:
+        return self.model.preprocess_cfg
+
+    def producer(self) -> dict[str, Any]:
+        from screening.model.segment import segmentation_producer
+
+        return segmentation_producer(self.model, self.inference)
+
+    def segment(
+        self,
+        ct_hu: NDArray[np.int16],
+        spacing_mm: tuple[float, float, float],
+        *,
+        device: str,
+        threads: int | None,
+        prep: NDArray[Any] | None = None,
+    ) -> SegmentationResult:
+        from screening.model.inference import segment_volume
+
+        return segment_volume(
+            self.model, ct_hu, spacing_mm, self.inference, device=device, threads=threads, prep=prep
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Liver3mmBackend:
+    """The shipped real-CT liver model (liver only; its own 3 mm preprocessing)."""
+
+    model: Liver3mmModel
+    config: Liver3mmConfig
+    kind: str = field(default="liver3mm", init=False)
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        return ("liver",)
+
+    @property
+    def training_domain(self) -> str:
+        return self.model.training_domain
+
+    @property
+    def preprocess_cfg(self) -> None:
+        return None  # preprocessing is part of segment(): nothing for a CPU task to hand over
+
+    def producer(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model_id": self.model_id, "config": self.config.to_dict()}
+
+    def segment(
+        self,
+        ct_hu: NDArray[np.int16],
+        spacing_mm: tuple[float, float, float],
+        *,
+        device: str,
+        threads: int | None,
+        prep: NDArray[Any] | None = None,
+    ) -> SegmentationResult:
+        import torch
+
+        from screening.model.inference import SegmentationResult
+        from screening.model.liver3mm.inference import segment_liver_3mm
+
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            self.model.network.to(device)
+            res = segment_liver_3mm(
+                self.model.network, ct_hu, spacing_mm, self.config, device=device
+            )
+        finally:
+            torch.set_num_threads(before)
+        labels = res.liver.astype(np.uint8)  # 1 = liver (network.LABELS); no spleen class
+        return SegmentationResult(labels, res.seconds, device, res.body_box_zyx)
+
+
+#: Kind → what ``--model`` keyword names its shipped model (None: directories only).
+BACKENDS: dict[str, str | None] = {"liver3mm": "liver3mm", "unet": "demo"}
+
+
+def model_kind(model: str | os.PathLike[str]) -> str:
+    """The backend kind of a ``--model`` value: a keyword or a model directory's card."""
+    from screening.model.checkpoint import CARD_NAME
+    from screening.model.liver3mm.model import is_liver3mm_dir
+
+    ref = str(model)
+    if ref == "liver3mm":
+        return "liver3mm"
+    if ref == "demo":
+        return "unet"
+    path = Path(ref)
+    if path.is_file() and path.name == CARD_NAME:
+        path = path.parent
+    if is_liver3mm_dir(path):
+        return "liver3mm"
+    if (path / CARD_NAME).is_file():
+        return "unet"
+    raise ModelFileError(
+        f"not a model: expected a keyword ({', '.join(k for k in BACKENDS.values() if k)}) "
+        f"or a model directory holding {CARD_NAME}",
+        path=path,
+    )
+
+
+def load_backend(
+    model: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    inference: InferenceConfig | None = None,
+    liver3mm: Liver3mmConfig | None = None,
+) -> Backend:
+    """Load and verify the model ``model`` names, as a backend (errors name the file)."""
+    import dataclasses
+
+    kind = model_kind(model)
+    if kind == "liver3mm":
+        from screening.model.liver3mm.inference import Liver3mmConfig
+        from screening.model.liver3mm.model import load_liver3mm
+
+        ref = None if str(model) == "liver3mm" else Path(model)
+        return Liver3mmBackend(load_liver3mm(ref, device=device), liver3mm or Liver3mmConfig())
+    from screening.model.checkpoint import load_model
+    from screening.model.inference import InferenceConfig
+
+    cfg = inference or InferenceConfig()
+    loaded = load_model(model, device=device, with_coarse=cfg.cascade)
+    if cfg.cascade and loaded.coarse is None:  # no coarse sub-model: no cascade (in the id)
+        cfg = dataclasses.replace(cfg, cascade=False)
+    return UNetBackend(loaded, cfg)
