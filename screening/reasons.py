@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "SYNTHETIC_MARK",
     "ContrastPhase",
     "ReasonCode",
     "Segmenter",
@@ -17,6 +18,11 @@ __all__ = [
     "Status",
     "SteatosisGrade",
 ]
+
+#: Written by ``screening synth`` into every image it makes (DICOM ImageComments, NIfTI
+#: ``descrip``) and recorded at ingest as ``source.synthetic``: a model trained on synthetic
+#: phantoms only is flagged (MODEL_SYNTHETIC_ONLY) on every scan that does not carry it.
+SYNTHETIC_MARK = "screening synth phantom"
 
 
 class ReasonCode(StrEnum):
@@ -57,6 +63,10 @@ class ReasonCode(StrEnum):
     ORIENTATION_SUSPECT = "ORIENTATION_SUSPECT"  # liver on the patient's left / spleen on right
     LIVER_VOLUME_IMPLAUSIBLE = "LIVER_VOLUME_IMPLAUSIBLE"  # outside the configured range (ml)
     NO_SPLEEN = "NO_SPLEEN"  # empty spleen mask: spleen values and L/S withheld
+    SPLEEN_NOT_SEGMENTED = "SPLEEN_NOT_SEGMENTED"  # the model has no spleen class: L/S withheld
+    MODEL_SYNTHETIC_ONLY = (
+        "MODEL_SYNTHETIC_ONLY"  # synthetic-only model on a scan synth did not make
+    )
     ERODED_EMPTY = "ERODED_EMPTY"  # a mask vanishes under erosion: eroded values withheld
     ROI_MOVED = "ROI_MOVED"  # an AI-ROI shifted along its row, or its slice swapped (see roi.py)
     ROI_NOT_PLACED = "ROI_NOT_PLACED"  # an AI-ROI circle fits nowhere on its row / slice

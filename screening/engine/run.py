@@ -196,6 +196,13 @@ class RunSummary:
         if self.qc_flags:
             flags = ", ".join(f"{r} {n}" for r, n in sorted(self.qc_flags.items()))
             lines.append(f"  QC flags: {flags} (see the overlays)")
+        n_off_domain = self.qc_flags.get(ReasonCode.MODEL_SYNTHETIC_ONLY.value, 0)
+        if n_off_domain:
+            lines.append(
+                f"  WARNING: {n_off_domain} scan(s) not made by `screening synth` were segmented "
+                "by a model trained on synthetic phantoms only; their numbers say nothing about "
+                "real livers. Use the default real-CT model (--model liver3mm)."
+            )
         if self.failed_stages:
             stages = ", ".join(f"{s} {n}" for s, n in sorted(self.failed_stages.items()))
             lines.append(f"  failed at stage: {stages} (details: {self.results}/failures)")

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from screening.errors import DicomReadError, ValidationError
 from screening.ingest.validate import SliceStack, ValidationConfig, validate_stack
 from screening.ingest.volume import ScanVolume, hu_int16_in_place, to_hu_int16
-from screening.reasons import ReasonCode, SourceFormat
+from screening.reasons import SYNTHETIC_MARK, ReasonCode, SourceFormat
 
 __all__ = [
     "DicomHeader",
@@ -678,6 +678,7 @@ def _decode_stack(
         "rescale_assumed": rescale_assumed,
         "padding_voxels": padded,
         "obliquity_deg": round(stack.axes.obliquity_deg, 3),
+        "synthetic": _text(first_ds, "ImageComments") == SYNTHETIC_MARK,
     }
     return ScanVolume(ct, spacing, origin, direction, source, digest.hexdigest()), first_ds
 

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from screening.errors import InputError, ValidationError
 from screening.geometry import lps_to_ras
 from screening.ingest.volume import CanonicalAxes, ScanVolume, canonical_axes, to_hu_int16
-from screening.reasons import ReasonCode, SourceFormat
+from screening.reasons import SYNTHETIC_MARK, ReasonCode, SourceFormat
 
 __all__ = ["NIFTI_SUFFIXES", "NiftiGrid", "is_nifti", "read_nifti_ct", "read_nifti_labels"]
 
@@ -122,6 +122,12 @@ def _canonical_view(data: NDArray[Any], axes: CanonicalAxes) -> NDArray[Any]:
     return view[index]
 
 
+def _descrip(img: Any) -> str:
+    raw = img.header.get("descrip")
+    value = raw.item() if hasattr(raw, "item") else raw
+    return (value.decode("latin-1") if isinstance(value, bytes) else str(value or "")).strip()
+
+
 def read_nifti_ct(
     path: str, max_voxels: int, axial_tolerance_deg: float = 10.0, min_slices: int = 1
 ) -> ScanVolume:
@@ -172,6 +178,7 @@ def read_nifti_ct(
         "rescale_assumed": False,
         "padding_voxels": 0,
         "obliquity_deg": round(grid.axes.obliquity_deg, 3),
+        "synthetic": _descrip(img) == SYNTHETIC_MARK,
     }
     return ScanVolume(ct, grid.spacing_mm, grid.origin_mm, grid.direction, source)
 

@@ -87,6 +87,12 @@ def _identity(
     return scan_id, model_id, measure_pipeline_id(model_id, segmenter, cfg, producer)
 
 
+def outside_training_domain(seg_attrs: dict[str, Any], source: dict[str, Any]) -> bool:
+    """A model trained on synthetic phantoms only measured a scan ``screening synth`` did not
+    make: its numbers mean nothing for real CT (flagged, summarised, bannered in the report)."""
+    return seg_attrs.get("training_domain") == "synthetic" and not source.get("synthetic")
+
+
 def overlay_relpath(scan_id: str, pid: str) -> str:
     """Where a scan's overlay lives under RESULTS (one folder per pipeline)."""
     return f"overlays/{pid[:16]}/{scan_id}.png"
@@ -130,7 +136,15 @@ def measure_store(
     if cfg.grid == "model":
         ct, labels = to_model_grid(ct, labels, spacing, cfg.model_spacing_mm)
         spacing = cfg.model_spacing_mm
-    m = measure_volume(ct, labels, spacing, cfg, contrast_header=bool(scan.get("contrast_header")))
+    organs = seg_attrs.get("organs")  # absent: reference masks and older segs (liver + spleen)
+    m = measure_volume(
+        ct,
+        labels,
+        spacing,
+        cfg,
+        contrast_header=bool(scan.get("contrast_header")),
+        spleen_segmented=organs is None or "spleen" in organs,
+    )
     row: dict[str, Any] = {
         "scan_id": scan_id,
         "pipeline_id": pid,
@@ -141,6 +155,8 @@ def measure_store(
         "device": seg_attrs.get("device"),
         "engine_version": __version__,
     }
+    if outside_training_domain(seg_attrs, store.attrs.get("source", {})):
+        row["qc_flags"] = [*row["qc_flags"], ReasonCode.MODEL_SYNTHETIC_ONLY.value]
     if results_dir is not None:
         rel = overlay_relpath(scan_id, pid)
         head = f"scan {scan_id[:12]}  |  segmenter {segmenter.value}"

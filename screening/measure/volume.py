@@ -142,6 +142,7 @@ def measure_volume(
     cfg: MeasureConfig,
     *,
     contrast_header: bool = False,
+    spleen_segmented: bool = True,
 ) -> Measurement:
     """Liver (AI-3D, AI-2D, AI-ROI) and spleen attenuation, classification and QC of one scan.
 
@@ -155,6 +156,10 @@ def measure_volume(
         caller's (:func:`to_model_grid`), so this function measures exactly what it is given.
     contrast_header
         The DICOM header records a contrast agent (``scans.contrast_header``).
+    spleen_segmented
+        False when the masks come from a model without a spleen class: spleen values and the
+        liver/spleen ratio stay empty with SPLEEN_NOT_SEGMENTED (not NO_SPLEEN, which says the
+        model looked and found none).
     """
     if ct_hu.shape != labels.shape:
         raise ValueError(f"ct shape {ct_hu.shape} and labels shape {labels.shape} differ")
@@ -170,7 +175,11 @@ def measure_volume(
             qc_flags=(ReasonCode.NO_LIVER.value,),
             detail=MeasureDetail(shape, spacing, None, None),
         )
-    spleen = organ_mask(labels, SPLEEN_LABEL, largest=cfg.largest_component)
+    spleen = (
+        organ_mask(labels, SPLEEN_LABEL, largest=cfg.largest_component)
+        if spleen_segmented
+        else None
+    )
     flags: list[ReasonCode] = []
     notes: list[str] = []
 
@@ -181,7 +190,7 @@ def measure_volume(
         ss = organ_stats(ct_hu, spleen, spacing, erode_mm(spleen.mask, cfg.erosion_mm, spacing))
         spleen_stats = ss
     else:
-        flags.append(ReasonCode.NO_SPLEEN)
+        flags.append(ReasonCode.NO_SPLEEN if spleen_segmented else ReasonCode.SPLEEN_NOT_SEGMENTED)
     if ls.n_voxels_eroded == 0 or (spleen_stats is not None and spleen_stats.n_voxels_eroded == 0):
         flags.append(ReasonCode.ERODED_EMPTY)
         notes.append(f"a mask is empty after {cfg.erosion_mm} mm erosion")

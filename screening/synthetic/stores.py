@@ -54,7 +54,9 @@ def write_phantom_stores(
         if first_voxel_hu and i in first_voxel_hu:
             hu = hu.copy()
             hu.flat[0] = first_voxel_hu[i]
-        volume = ScanVolume(hu, ph.spacing_mm, ph.origin_mm, _IDENTITY, {"format": "synthetic"})
+        volume = ScanVolume(
+            hu, ph.spacing_mm, ph.origin_mm, _IDENTITY, {"format": "synthetic", "synthetic": True}
+        )
         scan_id = f"p{seed:04d}x{i:05d}"
         site = f"site-{i % n_sites}"
         write_scan_store(

@@ -18,6 +18,7 @@ from pydicom.uid import UID
 
 from screening.config import FrozenConfig, require
 from screening.geometry import nifti_affine_from_canonical, reorient_nifti
+from screening.reasons import SYNTHETIC_MARK
 from screening.synthetic.phantom import Phantom
 
 __all__ = [
@@ -157,6 +158,7 @@ def write_dicom_series(
         ds.StudyTime = ds.SeriesTime = "101500"
         ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 2, instance
         ds.Manufacturer, ds.ManufacturerModelName = info.manufacturer, info.model
+        ds.ImageComments = SYNTHETIC_MARK  # what ingest records as source.synthetic
         ds.ConvolutionKernel = info.convolution_kernel
         ds.KVP = f"{spec.kvp:g}"
         ds.Exposure = f"{spec.exposure_mas:.0f}"
@@ -215,6 +217,7 @@ def write_nifti(
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+    img.header["descrip"] = SYNTHETIC_MARK.encode()  # what ingest records as source.synthetic
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, out)

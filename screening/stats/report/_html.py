@@ -192,6 +192,8 @@ background:#fafafa;line-height:1.45}
 header{background:#18324f;color:#fff;padding:18px 32px}
 header h1{margin:0 0 4px 0;font-size:1.6em}
 header p{margin:0;color:#c9d6e6;font-size:.9em}
+header p.banner{margin-top:10px;padding:8px 12px;background:#b3261e;color:#fff;font-weight:600;
+border-radius:4px}
 main{max-width:1320px;margin:0 auto;padding:8px 32px 40px 32px}
 nav{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 16px;margin:16px 0}
 nav ol{margin:4px 0;padding-left:20px;columns:2}
@@ -230,8 +232,12 @@ footer{color:#777;font-size:.8em;text-align:center;padding:16px}
 """
 
 
-def page(title: str, subtitle: str, sections: Sequence[Section], footer: str) -> str:
-    """The whole HTML document: header, table of contents, sections, footer."""
+def page(
+    title: str, subtitle: str, sections: Sequence[Section], footer: str, banner: str = ""
+) -> str:
+    """The whole HTML document: header (with an optional warning banner), table of
+    contents, sections, footer."""
+    warn = f'<p class="banner" role="alert">{esc(banner)}</p>' if banner else ""
     toc = "".join(f'<li><a href="#{esc(s.anchor)}">{esc(s.heading)}</a></li>' for s in sections)
     body = "\n".join(
         f'<section id="{esc(s.anchor)}"><h2>{esc(s.heading)}</h2>\n{s.body}\n</section>'
@@ -241,7 +247,7 @@ def page(title: str, subtitle: str, sections: Sequence[Section], footer: str) ->
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>\n<main>\n"
+        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p>{warn}</header>\n<main>\n"
         f"<nav><strong>Contents</strong><ol>{toc}</ol></nav>\n{body}\n</main>\n"
         f"<footer>{esc(footer)}</footer>\n</body>\n</html>\n"
     )

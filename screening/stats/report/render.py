@@ -11,6 +11,7 @@ from typing import Any
 from screening._version import __version__
 from screening.config import require
 from screening.fsutil import atomic_write_text
+from screening.reasons import ReasonCode
 from screening.stats.report._html import Section, fmt_int, page
 from screening.stats.report._inputs import Loaded, load_measurements, load_stats, load_summary
 from screening.stats.report._sec_prevalence import (
@@ -178,9 +179,20 @@ def render_report(
         f"screening {__version__} · self-contained report: no external resources, no scripts · "
         "scans are identified by pseudonymous scan_id only"
     )
+    off_domain = sum(
+        1 for r in rows if ReasonCode.MODEL_SYNTHETIC_ONLY.value in (r.get("qc_flags") or [])
+    )
+    banner = (
+        f"Warning: {off_domain} scan(s) not made by `screening synth` were segmented by a model "
+        "trained on synthetic phantoms only (QC flag MODEL_SYNTHETIC_ONLY). Their attenuation, "
+        "prevalence and agreement figures say nothing about real livers: re-run with the "
+        "real-CT model (--model liver3mm, the default)."
+        if off_domain
+        else ""
+    )
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, page(title, subtitle, sections, footer))
+    atomic_write_text(out, page(title, subtitle, sections, footer, banner))
     missing = [name for name, loaded in stats.items() if loaded.table is None]
     log.info(
         "report written: %s (%d bytes, %d gallery thumbnails; not computed: %s)",
