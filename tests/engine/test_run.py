@@ -70,6 +70,9 @@ def test_unet_run_streams_rows_resumes_and_matches_measure(tmp_path: Path, sched
     # Overlays are on disk where the rows say.
     overlay = rows(results)[0]["overlay_file"]
     assert (results / overlay).is_file()
+    # The demo model is synthetic-only, but these scans are synthetic: no domain flag.
+    assert seg_attrs["training_domain"] == "synthetic"
+    assert not any("MODEL_SYNTHETIC_ONLY" in r["qc_flags"] for r in rows(results))
 
 
 def test_reference_run_equals_in_process_measure(tmp_path: Path, scheduler: str) -> None:

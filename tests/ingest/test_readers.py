@@ -293,3 +293,24 @@ def test_header_values_decoded_raw_equal_pydicom(
         assert fast == slow, (path, fast, slow)
         compared += isinstance(fast, DicomHeader)
     assert compared >= len(odd) - 1
+
+
+def test_synth_made_images_are_recorded_as_synthetic_and_others_not(tmp_path: Path) -> None:
+    """`screening synth` marks its images; ingest records it (the synthetic-only demo model
+    is flagged on every scan without the mark)."""
+    ph = _phantom()
+    write_dicom_series(ph, tmp_path / "dcm", DicomInfo(uid_seed="mark"))
+    headers, names = _headers(tmp_path / "dcm")
+    assert read_dicom_series(headers, names, CFG)[0].source["synthetic"] is True
+    for p in (tmp_path / "dcm").iterdir():  # the same series with the comment removed
+        ds = pydicom.dcmread(p)
+        del ds.ImageComments
+        ds.save_as(p)
+    headers, names = _headers(tmp_path / "dcm")
+    assert read_dicom_series(headers, names, CFG)[0].source["synthetic"] is False
+    nii = write_nifti(_expected(ph), ph, tmp_path / "ct.nii.gz")
+    assert read_nifti_ct(str(nii), 10**9).source["synthetic"] is True
+    img = nib.load(nii)
+    img.header["descrip"] = b"a scanner"
+    nib.save(img, tmp_path / "other.nii.gz")
+    assert read_nifti_ct(str(tmp_path / "other.nii.gz"), 10**9).source["synthetic"] is False

@@ -1,0 +1,216 @@
+"""The shipped real-CT liver model: port shapes, safe loading, FOV handling, real-CT Dice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from screening.errors import ModelFileError
+from screening.model.backends import load_backend, model_kind
+from screening.model.liver3mm.inference import (
+    Liver3mmConfig,
+    _window_starts,
+    body_box,
+    cut_sides,
+    liver_region,
+    network_input,
+    segment_liver_3mm,
+    segments,
+)
+from screening.model.liver3mm.model import LIVER3MM_DIR, load_liver3mm
+from screening.model.liver3mm.network import build_liver3mm_network, output_shape
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def liver3mm():  # type: ignore[no-untyped-def]
+    return load_liver3mm()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+# ----------------------------------------------------------------------------- the port
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [((27, 27, 27), (1, 1, 1)), ((54, 81, 27), (28, 55, 1))]
+)
+def test_network_output_loses_13_voxels_per_side(
+    size: tuple[int, ...], expected: tuple[int, ...]
+) -> None:
+    net = build_liver3mm_network().eval()
+    with torch.inference_mode():
+        y = net(torch.zeros((1, 1, *size)))
+    assert tuple(y.shape) == (1, 1, *expected) == (1, 1, *output_shape(size))
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0  # a sigmoid
+
+
+def test_network_refuses_sizes_that_are_not_multiples_of_27() -> None:
+    with pytest.raises(ValueError, match="multiple of 27"):
+        output_shape((189, 162, 160))
+
+
+def test_shipped_weights_have_the_original_parameter_count(liver3mm) -> None:  # type: ignore[no-untyped-def]
+    n = sum(p.numel() for p in liver3mm.network.parameters())
+    assert n == 3_874_961  # the Keras graph's count (scripts/liver3mm/README.md)
+    assert liver3mm.card["weights"]["sha256"] == liver3mm.model_id
+    assert liver3mm.card["training_domain"] == "real"
+    assert "Apache" in liver3mm.card["source"]["licence"]
+
+
+# ----------------------------------------------------------------------------- safe loading
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    dst = tmp_path / "m"
+    shutil.copytree(LIVER3MM_DIR, dst)
+    return dst
+
+
+def test_tampered_weights_are_refused_naming_the_file(tmp_path: Path) -> None:
+    d = _copy_model(tmp_path)
+    data = bytearray((d / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (d / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="sha256") as e:
+        load_liver3mm(d)
+    assert "weights.safetensors" in str(e.value)
+
+
+def test_a_pickle_with_a_matching_hash_is_still_refused(tmp_path: Path) -> None:
+    """Hash checks only bind weights to a card; the format check stops a pickle anyway."""
+    d = _copy_model(tmp_path)
+    evil = b"\x80\x04\x95" + b"not tensors" * 10
+    (d / "weights.safetensors").write_bytes(evil)
+    card = json.loads((d / "model_card.json").read_text())
+    card["weights"]["sha256"] = hashlib.sha256(evil).hexdigest()
+    (d / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFileError, match="not a safetensors file"):
+        load_liver3mm(d)
+
+
+def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
+    d = _copy_model(tmp_path)
+    (d / "weights.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="cannot read the weights"):
+        load_liver3mm(d)
+    (d / "model_card.json").unlink()
+    with pytest.raises(ModelFileError, match="not a model"):
+        model_kind(d)
+    with pytest.raises(ModelFileError, match=r"no model_card\.json"):
+        load_liver3mm(d)
+
+
+def test_model_kinds_and_backends(tmp_path: Path) -> None:
+    assert model_kind("liver3mm") == "liver3mm" and model_kind("demo") == "unet"
+    assert model_kind(_copy_model(tmp_path)) == "liver3mm"
+    real = load_backend("liver3mm")
+    assert real.organs == ("liver",) and real.training_domain == "real"
+    assert real.preprocess_cfg is None and real.producer()["kind"] == "liver3mm"
+    demo = load_backend("demo")
+    assert demo.organs == ("liver", "spleen") and demo.training_domain == "synthetic"
+    assert real.producer() != demo.producer()
+
+
+# ----------------------------------------------------------------------------- FOV handling
+
+
+def test_window_starts_centre_a_short_box_and_cover_a_long_one() -> None:
+    assert _window_starts(100, 136, 0.5) == [100 // 2 - 136 // 2]
+    starts = _window_starts(300, 136, 0.5)
+    assert starts[0] == 0 and starts[-1] == 300 - 136
+    assert all(b - a <= 136 for a, b in zip(starts, starts[1:], strict=False))  # no gap
+
+
+def _body_phantom(shape: tuple[int, int, int] = (60, 80, 90)) -> np.ndarray:
+    """Air around an ellipsoidal soft-tissue body (3 mm voxels), a table below it."""
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    body = ((y - 40) / 25.0) ** 2 + ((x - 45) / 35.0) ** 2 <= 1.0
+    ct = np.full(shape, -1000, dtype=np.int16)
+    ct[np.broadcast_to(body, shape)] = 40
+    ct[:, 72:74, 10:80] = 200  # the table: thin, apart from the body
+    return ct
+
+
+def test_body_box_excludes_air_and_table_and_keeps_full_z() -> None:
+    ct = _body_phantom()
+    image = network_input(ct, (3.0, 3.0, 3.0))
+    box = body_box(image, -150.0)
+    assert box is not None
+    assert (box[0].start, box[0].stop) == (0, 60)  # eroded, then grown back to the edge
+    assert 13 <= box[1].start <= 16 and 64 <= box[1].stop <= 67  # body only (y 15..65)
+    assert box[2].start >= 9 and box[2].stop <= 81
+    assert cut_sides(image, box, -150.0, 0.2) == ((False, False),) * 3
+
+
+def test_a_field_of_view_cutting_the_body_repeats_the_edge_not_water() -> None:
+    ct = np.full((40, 50, 50), 60, dtype=np.int16)  # tissue up to every x/y edge
+    image = network_input(ct, (3.0, 3.0, 3.0))
+    box = body_box(image, -150.0)
+    assert box is not None
+    cut = cut_sides(image, box, -150.0, 0.2)
+    assert cut == ((False, False), (True, True), (True, True))
+    (_, seg), *_ = list(segments(image, box, Liver3mmConfig(), cut))
+    level = np.clip(60 / 1000, -0.2, 0.2) * 2.5
+    # the network's (x, y, z): x and y continue the tissue to the segment's corners, while
+    # the slices above and below the scan stay zero
+    z_in = np.flatnonzero(seg[94, 81, :])
+    assert len(z_in) == 40
+    assert np.allclose(seg[0, 0, z_in], level) and np.allclose(seg[-1, -1, z_in], level)
+    assert np.allclose(seg[:, :, : z_in[0]], 0.0) and np.allclose(seg[:, :, z_in[-1] + 1 :], 0.0)
+
+
+def test_hysteresis_drops_a_half_believed_appendage_and_keeps_the_organ() -> None:
+    prob = np.zeros((40, 40, 40), dtype=np.float32)
+    prob[10:30, 10:30, 10:30] = 0.95  # the liver
+    prob[30:40, 15:25, 15:25] = 0.6  # a bowel loop hanging below, half believed
+    region = liver_region(prob, Liver3mmConfig())
+    assert region[10:30, 10:30, 10:30].all()
+    assert region[30:32].any() and not region[33:].any()  # grows 6 mm, no further
+    assert not liver_region(np.full((5, 5, 5), 0.6, dtype=np.float32), Liver3mmConfig()).any()
+
+
+def test_an_empty_scan_has_no_liver(liver3mm) -> None:  # type: ignore[no-untyped-def]
+    ct = np.full((20, 30, 30), -1000, dtype=np.int16)
+    res = segment_liver_3mm(liver3mm.network, ct, (3.0, 3.0, 3.0), Liver3mmConfig())
+    assert not res.liver.any() and res.n_windows == 0
+
+
+# ----------------------------------------------------------------------------- real CT
+
+
+@pytest.fixture(scope="module")
+def real_cases(real_data: Path):  # type: ignore[no-untyped-def]
+    from screening.model.real_cases import load_lits117, load_totalsegmentator_example
+
+    return {"ts": load_totalsegmentator_example(real_data), "lits": load_lits117(real_data)}
+
+
+@pytest.mark.real_data
+def test_real_ct_liver_dice_floors(liver3mm, real_cases) -> None:  # type: ignore[no-untyped-def]
+    """Floors just under what BENCHMARKS.md records (0.956 / 0.853): a change that loses
+    real-CT accuracy fails here. LiTS 117's floor is below the issue's 0.92 goal (not met)."""
+    floors = {"ts": 0.94, "lits": 0.83}
+    for key, case in real_cases.items():
+        res = segment_liver_3mm(liver3mm.network, case.ct_hu, case.spacing_mm, Liver3mmConfig())
+        assert _dice(res.liver, case.liver) >= floors[key], key
+
+
+@pytest.mark.real_data
+def test_a_steatotic_liver_is_still_liver(liver3mm, real_cases) -> None:  # type: ignore[no-untyped-def]
+    """The TotalSegmentator liver (47 HU) made fatty: 27 HU lower (≈ 20 HU, moderate
+    steatosis) inside its reference mask. Segmented as liver, not dropped."""
+    case = real_cases["ts"]
+    ct = case.ct_hu.copy()
+    ct[case.liver] -= 27
+    assert abs(float(np.median(ct[case.liver])) - 20.0) <= 3.0
+    res = segment_liver_3mm(liver3mm.network, ct, case.spacing_mm, Liver3mmConfig())
+    assert _dice(res.liver, case.liver) >= 0.92
