@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -127,12 +128,12 @@ def test_window_starts_centre_a_short_box_and_cover_a_long_one() -> None:
     assert _window_starts(100, 136, 0.5) == [100 // 2 - 136 // 2]
     starts = _window_starts(300, 136, 0.5)
     assert starts[0] == 0 and starts[-1] == 300 - 136
-    assert all(b - a <= 136 for a, b in zip(starts, starts[1:], strict=False))  # no gap
+    assert all(b - a <= 136 for a, b in itertools.pairwise(starts))  # no gap
 
 
 def _body_phantom(shape: tuple[int, int, int] = (60, 80, 90)) -> np.ndarray:
     """Air around an ellipsoidal soft-tissue body (3 mm voxels), a table below it."""
-    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    _z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
     body = ((y - 40) / 25.0) ** 2 + ((x - 45) / 35.0) ** 2 <= 1.0
     ct = np.full(shape, -1000, dtype=np.int16)
     ct[np.broadcast_to(body, shape)] = 40
