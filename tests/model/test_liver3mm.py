@@ -215,3 +215,23 @@ def test_a_steatotic_liver_is_still_liver(liver3mm, real_cases) -> None:  # type
     assert abs(float(np.median(ct[case.liver])) - 20.0) <= 3.0
     res = segment_liver_3mm(liver3mm.network, ct, case.spacing_mm, Liver3mmConfig())
     assert _dice(res.liver, case.liver) >= 0.92
+
+
+def test_run_with_tampered_weights_stops_before_any_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from screening.cli import main
+    from screening.synthetic.stores import write_phantom_stores
+
+    store = tmp_path / "store"
+    write_phantom_stores(store, 2, seed=3)
+    d = _copy_model(tmp_path)
+    data = bytearray((d / "weights.safetensors").read_bytes())
+    data[100] ^= 0x01
+    (d / "weights.safetensors").write_bytes(bytes(data))
+    argv = ["run", str(store), "--out", str(tmp_path / "r"), "--workers", "1", "--quiet"]
+    assert main([*argv, "--model", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "weights.safetensors" in err and "sha256" in err
+    assert not list((tmp_path / "r").glob("measurements/*/*.parquet"))
+    assert not any(p.name == "seg" for p in store.rglob("seg"))
