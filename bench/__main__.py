@@ -249,12 +249,15 @@ def _demote(markdown_text: str) -> str:
 
 def run_stage_benchmarks(quick: bool) -> list[str]:
     """The stage benchmarks with their own reports: ingest, store codecs, segmentation,
-    measurement, the distributed run, statistics."""
+    measurement, real CT, the distributed run, statistics."""
     from bench.bench_ingest import bench_ingest
     from bench.bench_ingest import to_markdown as ingest_markdown
     from bench.bench_measure import bench_measure
     from bench.bench_measure import to_markdown as measure_markdown
     from bench.bench_measure_accuracy import accuracy_markdown, bench_measure_accuracy
+    from bench.bench_realct import REAL
+    from bench.bench_realct import markdown as realct_markdown
+    from bench.bench_realct import run as bench_realct
     from bench.bench_run import bench_run
     from bench.bench_run import to_markdown as run_markdown
     from bench.bench_segmentation import bench_segmentation
@@ -273,6 +276,10 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     measurement = bench_measure(quick)
     print("running: measurement accuracy (held-out cohort vs truth) ...", file=sys.stderr)
     accuracy = bench_measure_accuracy(n=12 if quick else 40, contrast_n=4 if quick else 20)
+    realct = None
+    if REAL.is_dir():
+        print("running: real CT (shipped models vs reference masks) ...", file=sys.stderr)
+        realct = bench_realct(repeats=1 if quick else 3, threads=2)
     print("running: distributed run (scaling, overhead, memory, scans/hour) ...", file=sys.stderr)
     distributed_run = bench_run(quick)
     print("running: statistics (vectorised bootstrap vs sklearn loop) ...", file=sys.stderr)
@@ -283,6 +290,9 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
         _demote(segmentation_markdown(segmentation, cpu_model(), quick)),
         _demote(measure_markdown(measurement, cpu_model(), git_state())),
         _demote(accuracy_markdown(accuracy, f"{cpu_model()}, {os.cpu_count()} logical CPUs")),
+        _demote(realct_markdown(realct, cpu_model()))
+        if realct
+        else "## Real CT\n\nNot measured: ../shared/data/real is absent on this machine.",
         _demote(run_markdown(distributed_run, cpu_model(), git_state())),
         _demote(stats_markdown(stats)),
     ]

@@ -92,7 +92,11 @@ class Liver3mmConfig(FrozenConfig):
     cut_face_fraction
         An x/y image face counts as cutting through the body when more of it than this is body.
     bf16
-        bfloat16 autocast on CUDA (CPU inference stays float32).
+        bfloat16 autocast on CUDA, and on CPUs with native bfloat16 (AVX512-BF16 / AMX; else
+        the CPU stays float32, where emulated bfloat16 would be slower). Measured on real CT:
+        BENCHMARKS.md "Real CT".
+    channels_last
+        Channels-last 3-D memory layout (exact; 1.3× faster on CPU here).
     """
 
     threshold: float = 0.5
@@ -102,6 +106,7 @@ class Liver3mmConfig(FrozenConfig):
     body_threshold_hu: float = -150.0
     cut_face_fraction: float = 0.2
     bf16: bool = True
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         require(0.0 < self.threshold < 1.0, f"threshold must be in (0, 1), got {self.threshold}")
@@ -240,6 +245,16 @@ def _from_network(block_xyz: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.ascontiguousarray(block_xyz[::-1, ::-1, :].transpose(2, 1, 0))
 
 
+def _autocast(device: str, bf16: bool) -> Any:
+    """bfloat16 autocast where the hardware runs it natively, else a disabled context."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and native)
+
+
 def predict_liver_probability(
     network: torch.nn.Module,
     image: NDArray[np.float32],
@@ -255,11 +270,12 @@ def predict_liver_probability(
     n = [s.stop - s.start for s in box]
     prob_sum = np.zeros(n, dtype=np.float32)
     count = np.zeros(n, dtype=np.float32)
-    cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16)
+    autocast = _autocast(device, cfg.bf16)
+    layout = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    network = network.to(memory_format=layout)  # type: ignore[call-overload]
     n_windows = 0
     for o, seg in segments(image, box, cfg, cut):
-        x = torch.from_numpy(seg)[None, None].to(device)
+        x = torch.from_numpy(seg)[None, None].to(device).contiguous(memory_format=layout)
         with torch.inference_mode(), autocast:
             y = network(x)[0, 0].float().cpu().numpy()
         p = _from_network(y)
