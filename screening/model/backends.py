@@ -12,6 +12,8 @@ Kinds:
   only). The default of ``screening run`` and ``screening screen``.
 - ``unet`` — a residual U-Net model directory written by ``screening train`` (liver and
   spleen); ``demo`` is the shipped one, trained on synthetic phantoms only.
+- ``monai_bundle`` — a MONAI bundle folder (``configs/inference.json``, ``configs/metadata.json``,
+  ``models/model.pt``), run with its own transforms (:mod:`screening.model.bundle`).
 
 ``--model`` takes a kind's keyword (``liver3mm``, ``demo``) or a model directory; the card in
 the directory says which kind it is.
@@ -185,11 +187,12 @@ class Liver3mmBackend:
 
 
 #: Kind → what ``--model`` keyword names its shipped model (None: directories only).
-BACKENDS: dict[str, str | None] = {"liver3mm": "liver3mm", "unet": "demo"}
+BACKENDS: dict[str, str | None] = {"liver3mm": "liver3mm", "unet": "demo", "monai_bundle": None}
 
 
 def model_kind(model: str | os.PathLike[str]) -> str:
     """The backend kind of a ``--model`` value: a keyword or a model directory's card."""
+    from screening.model.bundle import is_monai_bundle
     from screening.model.checkpoint import CARD_NAME
     from screening.model.liver3mm.model import is_liver3mm_dir
 
@@ -205,9 +208,12 @@ def model_kind(model: str | os.PathLike[str]) -> str:
         return "liver3mm"
     if (path / CARD_NAME).is_file():
         return "unet"
+    if is_monai_bundle(path):
+        return "monai_bundle"
     raise ModelFileError(
         f"not a model: expected a keyword ({', '.join(k for k in BACKENDS.values() if k)}) "
-        f"or a model directory holding {CARD_NAME}",
+        f"or a model directory holding {CARD_NAME}, or a MONAI bundle "
+        "(configs/inference.json + configs/metadata.json + models/model.pt)",
         path=path,
     )
 
@@ -229,6 +235,10 @@ def load_backend(
 
         ref = None if str(model) == "liver3mm" else Path(model)
         return Liver3mmBackend(load_liver3mm(ref, device=device), liver3mm or Liver3mmConfig())
+    if kind == "monai_bundle":
+        from screening.model.bundle import load_bundle
+
+        return load_bundle(model, device=device)
     from screening.model.checkpoint import load_model
     from screening.model.inference import InferenceConfig
 
