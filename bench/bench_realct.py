@@ -7,8 +7,9 @@ and stops without it.
 Cases (``screening.model.real_cases``): the TotalSegmentator example (non-contrast
 abdomen-pelvis CT, 3 mm; liver and spleen masks made by TotalSegmentator), the same scan with
 its liver made fatty (27 HU lower inside the reference mask, ≈ 20 HU: a simulated steatotic
-liver on real anatomy) and LiTS 117 (portal-venous, a tight box that cuts the liver; manual
-liver mask).
+liver on real anatomy), its top 32 slices (96 mm: the liver cut below by the field of view,
+as in chest CT) and LiTS 117 (portal-venous, a tight box that cuts the liver; manual liver
+mask).
 
 Models: ``liver3mm`` (the default, real-CT) and ``demo`` (the U-Net trained on synthetic
 phantoms, with its cascade), each through its backend's ``segment`` on the stored grid, in
@@ -48,7 +49,15 @@ def _cases() -> list[Any]:
         ts.spleen,
         "simulated steatosis on real anatomy (≈ 20 HU liver)",
     )
-    return [ts, fatty, load_lits117(REAL)]
+    top = type(ts)(
+        "totalsegmentator-example, top 96 mm only",
+        np.ascontiguousarray(ts.ct_hu[80:]),
+        ts.spacing_mm,
+        np.ascontiguousarray(ts.liver[80:]),
+        None,
+        "a short field of view that cuts the liver below, as chest CT does",
+    )
+    return [ts, fatty, top, load_lits117(REAL)]
 
 
 def _labels(liver: np.ndarray, spleen: np.ndarray | None) -> np.ndarray:
