@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cloudpickle
@@ -26,10 +27,12 @@ def write_phantom_store(
     return write_phantom_stores(root, n, seed=seed, n_sites=sites, first_voxel_hu=marker)
 
 
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """Address of a real two-worker LocalCluster (processes) with allowed-failures = 1, so a
-    poison scan is given up after one worker death instead of three."""
+@contextmanager
+def fresh_cluster() -> Iterator[str]:
+    """Address of a new two-worker LocalCluster (processes) with allowed-failures = 1, so a
+    poison scan is given up after one worker death instead of three. Tests that kill workers
+    each take their own and never wait for a nanny to bring a killed worker back (that wait
+    could hang: `Only 1/2 workers arrived`), so no test inherits another's dead workers."""
     from distributed import LocalCluster
 
     with (
@@ -39,3 +42,10 @@ def scheduler() -> Iterator[str]:
         ) as lc,
     ):
         yield lc.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A cluster shared by the module's tests that kill no worker."""
+    with fresh_cluster() as address:
+        yield address

@@ -29,7 +29,7 @@ from screening.reasons import Segmenter
 from screening.schemas import load_table_schema
 from screening.tables import read_dataset
 from tests.engine import segmenters
-from tests.engine.conftest import write_phantom_store
+from tests.engine.conftest import fresh_cluster, write_phantom_store
 
 MEASUREMENTS = load_table_schema("measurements")
 FAILURES = load_table_schema("failures")
@@ -91,13 +91,12 @@ def test_reference_run_equals_in_process_measure(tmp_path: Path, scheduler: str)
         assert row["liver_hu_roi"] == pytest.approx(b[scan_id]["liver_hu_roi"], abs=1e-9)
 
 
-def test_poison_scan_fails_with_reason_and_the_rest_finish(tmp_path: Path, scheduler: str) -> None:
+def test_poison_scan_fails_with_reason_and_the_rest_finish(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ids = write_phantom_store(store, 5, seed=3, poison=2)
     results = tmp_path / "results"
-    with Client(scheduler) as client:
+    with fresh_cluster() as address, Client(address) as client:
         summary = run_cohort(store, results, custom(segmenters.poison), client)
-        client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
     by_scan = {r["scan_id"]: r for r in rows(results)}
     assert sorted(by_scan) == ids
     assert by_scan[ids[2]]["status"] == "failed"
@@ -115,9 +114,8 @@ def test_poison_scan_fails_with_reason_and_the_rest_finish(tmp_path: Path, sched
     assert all(f["reason"] == "WORKER_LOST" for f in failures)
     assert summary.failed_stages == {"scan": 1}
     # A re-run tries the failed scan again (attempts 3 and 4); compaction keeps one row.
-    with Client(scheduler) as client:
+    with fresh_cluster() as address, Client(address) as client:
         retry = run_cohort(store, results, custom(segmenters.poison), client)
-        client.wait_for_workers(2, timeout=60)
     assert retry.n_todo == 1 and retry.n_skipped == 4
     failures = read_dataset(results / "failures", FAILURES).to_pylist()
     attempts = sorted(f["attempt"] for f in failures if f["scan_id"] == ids[2])
@@ -125,13 +123,13 @@ def test_poison_scan_fails_with_reason_and_the_rest_finish(tmp_path: Path, sched
     assert Counter(r["scan_id"] for r in rows(results))[ids[2]] == 1  # compacted after retry
 
 
-def test_sigkill_of_a_worker_mid_run_loses_nothing(tmp_path: Path, scheduler: str) -> None:
+def test_sigkill_of_a_worker_mid_run_loses_nothing(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ids = write_phantom_store(store, 8, seed=4)
     calls = tmp_path / "calls"
     calls.mkdir()
     results = tmp_path / "results"
-    with Client(scheduler) as client:
+    with fresh_cluster() as address, Client(address) as client:
         pids = client.run(os.getpid)
         victim = sorted(pids.values())[0]
 
@@ -146,7 +144,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(tmp_path: Path, scheduler: st
             store, results, custom(segmenters.CountingSegmenter(str(calls), 0.5)), client
         )
         killer.join(timeout=30)
-        client.wait_for_workers(2, timeout=60)
+        assert not killer.is_alive()
         assert victim not in client.run(os.getpid).values()  # it really died
     assert summary.by_status == {"ok": 8}, summary.describe()
     assert sorted(r["scan_id"] for r in rows(results)) == ids
