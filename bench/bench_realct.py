@@ -1,6 +1,7 @@
 """Real CT: every shipped model on every real scan with a reference mask.
 
-``python -m bench.bench_realct [--out PATH] [--repeats N] [--threads N]`` prints a markdown
+``python -m bench.bench_realct [--out PATH] [--repeats N] [--threads N] [--device D]`` prints a
+markdown
 section (and writes it to PATH). Needs ``../shared/data/real`` (the project machines); says so
 and stops without it.
 
@@ -79,7 +80,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else float(a) - float(b)
 
 
-def run(repeats: int, threads: int) -> dict[str, Any]:
+def run(repeats: int, threads: int, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     from screening.model.backends import load_backend
@@ -90,13 +91,17 @@ def run(repeats: int, threads: int) -> dict[str, Any]:
     cases = _cases()
     rows: list[dict[str, Any]] = []
     for name in MODELS:
-        backend = load_backend(name, inference=InferenceConfig(cascade=True))
+        backend = load_backend(name, device=device, inference=InferenceConfig(cascade=True))
         for case in cases:
             seconds: list[float] = []
             result = None
             for i in range(repeats + 1):
                 t0 = time.perf_counter()
-                result = backend.segment(case.ct_hu, case.spacing_mm, device="cpu", threads=threads)
+                result = backend.segment(
+                    case.ct_hu, case.spacing_mm, device=device, threads=threads
+                )
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
                 if i:  # the first run is the warm-up
                     seconds.append(time.perf_counter() - t0)
             assert result is not None
@@ -125,7 +130,7 @@ def run(repeats: int, threads: int) -> dict[str, Any]:
                 }
             )
             print(f"  {name:9s} {case.name:45s} Dice {m.dice:.3f}", file=sys.stderr, flush=True)
-    return {"rows": rows, "repeats": repeats, "threads": threads}
+    return {"rows": rows, "repeats": repeats, "threads": threads, "device": device}
 
 
 def _f(v: float | None, fmt: str) -> str:
@@ -136,7 +141,8 @@ def markdown(res: dict[str, Any], cpu: str = "") -> str:
     out = [
         "## Real CT: shipped models against reference masks (`bench/bench_realct.py`)",
         "",
-        f"Machine: {cpu}; CPU only, {res['threads']} torch thread(s); seconds per scan are "
+        f"Machine: {cpu}; device {res.get('device', 'cpu')}, {res['threads']} torch CPU "
+        "thread(s); seconds per scan are "
         f"the median of {res['repeats']} run(s) after a warm-up (spread = max − min), "
         "segmentation only (preprocessing, network, post-processing; no store I/O). "
         "ΔAI-x = the attenuation measured on the model's mask minus the same on the reference "
@@ -172,13 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="also write the markdown section here")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args(argv)
     if not REAL.is_dir():
         print(f"real CT fixtures not found at {REAL}: nothing to measure", file=sys.stderr)
         return 0
     from bench.common import cpu_model
 
-    md = markdown(run(args.repeats, args.threads), cpu_model())
+    md = markdown(run(args.repeats, args.threads, args.device), cpu_model())
     print(md)
     if args.out:
         args.out.write_text(md + "\n")

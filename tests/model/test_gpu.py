@@ -52,3 +52,22 @@ def test_training_runs_on_cuda(tmp_path: Path, labelled_store: Path) -> None:
     )  # fmt: skip
     assert result.model_id is not None
     assert load_model(tmp_path / "m", device="cuda").card["training"]["device"] == "cuda"
+
+
+@pytest.mark.real_data
+def test_liver3mm_on_cuda_agrees_with_cpu_on_real_ct(real_data: Path) -> None:
+    """The shipped real-CT model on a GPU (bf16, channels-last) against the CPU path."""
+    from screening.model.backends import load_backend
+    from screening.model.real_cases import load_totalsegmentator_example
+
+    case = load_totalsegmentator_example(real_data)
+    cpu = load_backend("liver3mm", device="cpu").segment(
+        case.ct_hu, case.spacing_mm, device="cpu", threads=None
+    )
+    gpu = load_backend("liver3mm", device="cuda").segment(
+        case.ct_hu, case.spacing_mm, device="cuda", threads=None
+    )
+    assert gpu.device == "cuda"
+    assert dice_per_label(gpu.labels, cpu.labels, (1,))[1] > 0.99
+    liver = gpu.labels == 1
+    assert 2 * (liver & case.liver).sum() / (liver.sum() + case.liver.sum()) > 0.94
