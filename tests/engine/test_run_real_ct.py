@@ -49,10 +49,11 @@ def test_default_run_segments_real_ct_with_the_real_model(
 
     results = tmp_path / "results"
     argv = ["run", str(ts_store), "--out", str(results), "--workers", "1", "--quiet"]
-    assert main([*argv, "--no-overlays"]) == 0
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "1 of 1 scan(s) finished (1 ok)" in out and "WARNING" not in out
     (row,) = _rows(results)
+    assert (results / row["overlay_file"]).is_file()  # drawn without a spleen
     (path,) = (ts_store / "scans").glob("*.zarr")
     scan = open_scan_store(path)
     seg, ref = scan.read("seg"), scan.read("seg_reference")

@@ -244,3 +244,19 @@ def test_a_field_of_view_that_cuts_the_liver_below(liver3mm, real_cases) -> None
     ct, ref = case.ct_hu[80:], case.liver[80:]
     res = segment_liver_3mm(liver3mm.network, ct, case.spacing_mm, Liver3mmConfig())
     assert _dice(res.liver, ref) >= 0.93  # 0.966 measured
+
+
+def test_screening_segment_defaults_to_the_real_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from screening.cli import main
+    from screening.ingest.store import open_scan_store
+    from screening.synthetic.stores import write_phantom_stores
+
+    store = tmp_path / "store"
+    (scan_id,) = write_phantom_stores(store, 1, seed=5)
+    assert main(["segment", str(store), "--device", "cpu", "--quiet"]) == 0
+    assert "segmented 1 scan(s)" in capsys.readouterr().out
+    attrs = open_scan_store(store / "scans" / f"{scan_id}.zarr").derived_attrs("seg")
+    assert attrs is not None and attrs["backend"] == "liver3mm"
+    assert attrs["model_id"] == load_liver3mm().model_id and attrs["organs"] == ["liver"]
