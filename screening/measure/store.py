@@ -159,7 +159,9 @@ def measure_store(
         row["qc_flags"] = [*row["qc_flags"], ReasonCode.MODEL_SYNTHETIC_ONLY.value]
     if results_dir is not None:
         rel = overlay_relpath(scan_id, pid)
-        head = f"scan {scan_id[:12]}  |  segmenter {segmenter.value}"
+        backend = seg_attrs.get("backend") if segmenter is not Segmenter.REFERENCE else None
+        model = f" ({backend})" if backend else ""
+        head = f"scan {scan_id[:12]}  |  segmenter {segmenter.value}{model}"
         png = render_overlay(ct, m, head=head, threshold_hu=cfg.steatosis_threshold_hu)
         write_overlay(Path(results_dir) / rel, png)
         row["overlay_file"] = rel
