@@ -101,7 +101,7 @@ class UNetBackend:
 
     @property
     def training_domain(self) -> str:
-        # Cards written before the field existed: the demo notes say "synthetic phantoms only".
+        # `screening train` records it; older cards (the demo's) say "synthetic" in their notes.
         card = self.model.card
         notes = str(card.get("notes", "")).lower()
         return str(card.get("training_domain") or ("synthetic" if "synthetic" in notes else "real"))

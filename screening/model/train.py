@@ -153,6 +153,15 @@ def _validate(
     return out
 
 
+def _training_domain(paths: Any) -> str:
+    """``synthetic`` when every training scan was made by ``screening synth`` (ingest's
+    ``source.synthetic``), else ``real``: what the card says the model knows."""
+    from screening.ingest.store import open_scan_store
+
+    marks = [bool(open_scan_store(p).attrs.get("source", {}).get("synthetic")) for p in paths]
+    return "synthetic" if marks and all(marks) else "real"
+
+
 def train(
     data: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -182,6 +191,7 @@ def train(
         torch.set_num_threads(threads)
     store = _resolve_data(data, out, progress)
     paths = labelled_store_paths(store)
+    domain = _training_domain(paths)
     train_paths, val_paths = split_train_val(paths, cfg.val_fraction)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -268,6 +278,7 @@ def train(
             card = {
                 "name": out.name,
                 "notes": card_notes,
+                "training_domain": domain,
                 "inference": {"roi_size_zyx": list(cfg.patch_zyx)},
                 "training": {
                     "command": command,

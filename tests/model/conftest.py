@@ -15,7 +15,9 @@ EYE = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
 
 def phantom_volume(ph: Phantom) -> ScanVolume:
-    return ScanVolume(ph.hu, ph.spacing_mm, ph.origin_mm, EYE, {"format": "synthetic"})
+    return ScanVolume(
+        ph.hu, ph.spacing_mm, ph.origin_mm, EYE, {"format": "synthetic", "synthetic": True}
+    )
 
 
 @pytest.fixture(scope="session")

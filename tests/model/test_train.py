@@ -71,6 +71,7 @@ def test_train_writes_a_model_and_resumes(tmp_path: Path, labelled_store: Path) 
     assert card["training"]["n_train_scans"] + card["training"]["n_validation_scans"] == 3
     assert 0.0 <= card["validation"]["dice_liver"] <= 1.0
     assert card["preprocess"]["spacing_mm"] == [10.0, 6.0, 6.0]
+    assert card["training_domain"] == "synthetic"  # every training scan is a synth phantom
 
     more = TrainConfig(**{**QUICK.to_dict(), "epochs": 2})
     second = train(labelled_store, out, cfg=more, **kwargs)
