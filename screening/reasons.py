@@ -54,6 +54,7 @@ class ReasonCode(StrEnum):
     GANTRY_TILT = "GANTRY_TILT"
     RESCALE_INCOMPLETE = "RESCALE_INCOMPLETE"  # only one of RescaleSlope / RescaleIntercept
     SIZE_LIMIT = "SIZE_LIMIT"  # larger than the configured voxel limit
+    NON_FINITE_VALUES = "NON_FINITE_VALUES"  # NaN / infinite voxels in a float image
     MASK_GRID_MISMATCH = "MASK_GRID_MISMATCH"  # reference mask does not cover the CT grid
     # measurement and QC
     CONTRAST_HEADER = "CONTRAST_HEADER"  # contrast agent recorded in the DICOM header

@@ -168,8 +168,19 @@ def read_nifti_ct(
     view = _canonical_view(raw, grid.axes)
     ct = np.empty(grid.canonical_shape, dtype=np.int16)
     step = max(1, _SLAB_VOXELS // max(1, ct.shape[1] * ct.shape[2]))
+    floating = np.issubdtype(raw.dtype, np.floating)
     for z0 in range(0, ct.shape[0], step):
-        to_hu_int16(view[z0 : z0 + step], slope, inter, out=ct[z0 : z0 + step])
+        slab = view[z0 : z0 + step]
+        if floating and not np.isfinite(slab).all():
+            # NaN would become 0 HU (and ±inf the clip limits): a silently wrong liver mean.
+            bad = int(np.count_nonzero(~np.isfinite(view)))
+            raise ValidationError(
+                f"{bad} voxel(s) are NaN or infinite; expected finite CT values in every "
+                "voxel (re-export the image without NaN fill, or crop it)",
+                reason=ReasonCode.NON_FINITE_VALUES,
+                path=path,
+            )
+        to_hu_int16(slab, slope, inter, out=ct[z0 : z0 + step])
     source = {
         "format": SourceFormat.NIFTI.value,
         "nifti_dtype": grid.dtype,

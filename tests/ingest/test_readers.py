@@ -314,3 +314,18 @@ def test_synth_made_images_are_recorded_as_synthetic_and_others_not(tmp_path: Pa
     img.header["descrip"] = b"a scanner"
     nib.save(img, tmp_path / "other.nii.gz")
     assert read_nifti_ct(str(tmp_path / "other.nii.gz"), 10**9).source["synthetic"] is False
+
+
+def test_nifti_with_nan_voxels_is_rejected_not_read_as_zero_hu(tmp_path: Path) -> None:
+    """NaN used to become 0 HU: the liver mean moved 14 HU and the steatosis call flipped."""
+    ph = _phantom()
+    data = _expected(ph).astype(np.float32)
+    data[3, 10:20, 10:20] = np.nan
+    data[4, 0, 0] = np.inf
+    path = write_nifti(data, ph, tmp_path / "nan.nii.gz")
+    with pytest.raises(ValidationError, match="101 voxel") as e:
+        read_nifti_ct(str(path), 10**9)
+    assert e.value.reason == ReasonCode.NON_FINITE_VALUES
+    assert "nan.nii.gz" in str(e.value)
+    clean = write_nifti(_expected(ph).astype(np.float32), ph, tmp_path / "ok.nii.gz")
+    np.testing.assert_array_equal(read_nifti_ct(str(clean), 10**9).ct_hu, _expected(ph))
