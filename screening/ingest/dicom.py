@@ -361,6 +361,12 @@ def classify(h: DicomHeader) -> tuple[ReasonCode, str] | None:
         return ReasonCode.NOT_A_VOLUME, "no image plane (orientation, position or pixel spacing)"
     if h.rows <= 0 or h.columns <= 0:
         return ReasonCode.NOT_A_VOLUME, "no Rows / Columns"
+    if not all(np.isfinite(s) and s > 0 for s in h.pixel_spacing):
+        # A zero or negative spacing would make volumes, mm offsets and the ROI geometry wrong.
+        return (
+            ReasonCode.PIXEL_SPACING_INVALID,
+            f"PixelSpacing {list(h.pixel_spacing)} mm; expected two positive values",
+        )
     return None
 
 

@@ -111,6 +111,13 @@ def test_headers_classify_junk_no_pixels_and_localizers(tmp_path: Path) -> None:
     ds.save_as(tmp_path / "retro.dcm")
     h = read_header(str(tmp_path / "retro.dcm"))
     assert isinstance(h, DicomHeader) and classify(h) is None
+    for bad in (["0", "0.7"], ["0.7", "-0.7"]):  # would give zero / negative volumes and mm
+        ds.PixelSpacing = bad
+        ds.save_as(tmp_path / "spacing.dcm")
+        h = read_header(str(tmp_path / "spacing.dcm"))
+        assert isinstance(h, DicomHeader)
+        assert classify(h)[0] is ReasonCode.PIXEL_SPACING_INVALID  # type: ignore[index]
+    ds.PixelSpacing = ["0.7", "0.7"]
     ds.Modality = "MR"
     ds.save_as(tmp_path / "mr.dcm")
     h = read_header(str(tmp_path / "mr.dcm"))
