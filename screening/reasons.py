@@ -73,6 +73,7 @@ class ReasonCode(StrEnum):
     ROI_MOVED = "ROI_MOVED"  # an AI-ROI shifted along its row, or its slice swapped (see roi.py)
     ROI_NOT_PLACED = "ROI_NOT_PLACED"  # an AI-ROI circle fits nowhere on its row / slice
     NO_SEGMENTATION = "NO_SEGMENTATION"  # the scan store has no `seg` / `seg_reference` to measure
+    STORE_CORRUPT = "STORE_CORRUPT"  # stored ct no longer matches its ingest checksum
     # running
     WORKER_LOST = "WORKER_LOST"  # the worker died while running the task (retried)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # an unexpected exception (a bug): message has the type

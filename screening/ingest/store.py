@@ -24,6 +24,7 @@ from screening.config import FrozenConfig, require
 from screening.errors import StoreError
 from screening.fsutil import atomic_write_text
 from screening.ingest.volume import ScanVolume
+from screening.reasons import ReasonCode
 from screening.schemas import load_store_layout
 
 __all__ = [
@@ -298,7 +299,19 @@ class ScanStore:
             ) from e
 
     def read(self, name: str = "ct") -> NDArray[Any]:
-        return np.asarray(self.array(name)[...])
+        """The whole array ``name``. ``ct`` is checked against the ``ct_sha256`` written at
+        ingest: a deleted or damaged chunk would otherwise read as zarr's fill value (0 HU)
+        and move every measurement without a trace."""
+        data = np.asarray(self.array(name)[...])
+        expected = self.group.attrs.get("ct_sha256") if name == "ct" else None
+        if expected and ct_sha256(data) != expected:
+            raise StoreError(
+                "ct does not match the ct_sha256 recorded at ingest: a chunk is missing or was "
+                "changed since; re-ingest the scan (its source files are untouched)",
+                reason=ReasonCode.STORE_CORRUPT,
+                path=self.path / name,
+            )
+        return data
 
     def has(self, name: str) -> bool:
         return (self.path / name / "zarr.json").is_file()

@@ -72,3 +72,22 @@ def test_failed_write_leaves_nothing_that_looks_complete(tmp_path: Path) -> None
         write_scan_store(tmp_path, "bad", volume, {"not json": object()}, StoreConfig())
     assert not scan_store_path(tmp_path, "bad").exists()
     assert not list((tmp_path / "scans").iterdir())  # the temporary store was removed
+
+
+@pytest.mark.parametrize("damage", ["delete", "overwrite"])
+def test_a_damaged_ct_chunk_is_an_error_not_fill_values(tmp_path: Path, damage: str) -> None:
+    """A deleted chunk read as zarr's fill value (0 HU) and moved the liver mean silently."""
+    volume = _volume((19, 23, 17))
+    cfg = StoreConfig(codec="none", chunks_zyx=(3, 7, 5))
+    path = write_scan_store(tmp_path, "abc", volume, {"scan_id": "abc"}, cfg)
+    chunks = sorted(p for p in (path / "ct").rglob("*") if p.is_file() and p.name != "zarr.json")
+    victim = chunks[len(chunks) // 2]
+    if damage == "delete":
+        victim.unlink()
+    else:
+        data = bytearray(victim.read_bytes())
+        data[0] ^= 0x01  # one bit of one HU value
+        victim.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="ct_sha256") as e:
+        open_scan_store(path).read("ct")
+    assert e.value.reason == "STORE_CORRUPT"
