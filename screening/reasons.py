@@ -53,6 +53,7 @@ class ReasonCode(StrEnum):
     IMAGE_ORIENTATION_INCONSISTENT = "IMAGE_ORIENTATION_INCONSISTENT"
     GANTRY_TILT = "GANTRY_TILT"
     RESCALE_INCOMPLETE = "RESCALE_INCOMPLETE"  # only one of RescaleSlope / RescaleIntercept
+    RESCALE_INVALID = "RESCALE_INVALID"  # RescaleSlope zero / negative, or a value not finite
     SIZE_LIMIT = "SIZE_LIMIT"  # larger than the configured voxel limit
     NON_FINITE_VALUES = "NON_FINITE_VALUES"  # NaN / infinite voxels in a float image
     PIXEL_SPACING_INVALID = "PIXEL_SPACING_INVALID"  # PixelSpacing zero, negative or not finite

@@ -237,8 +237,8 @@ _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 def _raw_pixels(ds: Any, f: Any, size: int, raw_values: bool = True) -> RawPixels | None:
     """Locate uncompressed 16-bit little-endian pixel data right after the header, or None.
 
-    Anything unusual (compressed, 8/32-bit, colour, rescale incomplete) returns None and the
-    slice is read through pydicom, which also produces the precise error.
+    Anything unusual (compressed, 8/32-bit, colour, rescale incomplete or invalid) returns None
+    and the slice is read through pydicom, which also produces the precise error.
     """
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     if ts not in (_EXPLICIT_LE, _IMPLICIT_LE):
@@ -257,6 +257,8 @@ def _raw_pixels(ds: Any, f: Any, size: int, raw_values: bool = True) -> RawPixel
             return None
         slope = float(get("RescaleSlope")) if has_slope else 1.0
         intercept = float(get("RescaleIntercept")) if has_intercept else 0.0
+        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope <= 0:
+            return None  # pydicom's path refuses it with RESCALE_INVALID, naming the file
         padding = None
         if "PixelPaddingValue" in ds:
             low = int(ds.PixelPaddingValue)
@@ -457,13 +459,22 @@ def _rescale(ds: Any, name: str, path: str) -> tuple[float, float, bool]:
     if not has_slope:
         return 1.0, 0.0, True
     try:
-        return float(ds.RescaleSlope), float(ds.RescaleIntercept), False
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
     except (TypeError, ValueError) as e:
         raise DicomReadError(
             f"{name} has a non-numeric RescaleSlope/RescaleIntercept",
             reason=ReasonCode.RESCALE_INCOMPLETE,
             path=path,
         ) from e
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope <= 0:
+        # Slope 0 turns the whole slice into one value (-1024 HU with the usual intercept).
+        raise DicomReadError(
+            f"{name} has RescaleSlope {slope:g} and RescaleIntercept {intercept:g}; expected a "
+            "positive, finite slope and a finite intercept",
+            reason=ReasonCode.RESCALE_INVALID,
+            path=path,
+        )
+    return slope, intercept, False
 
 
 def _padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:

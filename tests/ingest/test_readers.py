@@ -79,6 +79,22 @@ def test_missing_intercept_is_a_clear_error(tmp_path: Path) -> None:
     assert paths[3].name in err.value.message and "RescaleSlope" in err.value.message
 
 
+@pytest.mark.parametrize("slope", ["0", "-1"])
+def test_a_zero_or_negative_rescale_slope_on_one_slice_is_refused(
+    tmp_path: Path, slope: str
+) -> None:
+    """Slope 0 on one slice used to turn that slice into -1024 HU with status ok."""
+    paths = write_dicom_series(_phantom(), tmp_path, DicomInfo())
+    ds = pydicom.dcmread(paths[4])
+    ds.RescaleSlope = slope
+    ds.save_as(paths[4])
+    headers, names = _headers(tmp_path)
+    with pytest.raises(DicomReadError) as err:
+        read_dicom_series(headers, names, CFG)
+    assert err.value.reason is ReasonCode.RESCALE_INVALID
+    assert paths[4].name in err.value.message and f"RescaleSlope {slope}" in err.value.message
+
+
 def test_truncated_slice_is_pixeldata_short(tmp_path: Path) -> None:
     paths = write_dicom_series(_phantom(), tmp_path, DicomInfo())
     data = paths[5].read_bytes()
