@@ -3,6 +3,11 @@
 Each dataset is read with its data contract (hive partition restored, contract types, an empty
 table with the right columns when nothing was written yet), so a query never depends on which
 part files exist. Hidden temporary files of a write in progress are never read.
+
+A user's SQL (:func:`run_query`, ``screening query``) runs sandboxed: the tables are registered
+in memory first, then DuckDB's external access is switched off and the configuration locked,
+so the query can read those tables and nothing else (no other file, such as the key file, no
+extension install) and can write no file (``COPY ... TO`` is refused).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from screening.errors import ConfigError
 
-__all__ = ["EXAMPLE_QUERIES", "connect", "run_query"]
+__all__ = ["EXAMPLE_QUERIES", "connect", "run_query", "sandbox"]
 
 #: Shown by ``screening query --examples`` and in the README.
 EXAMPLE_QUERIES = {
@@ -54,13 +59,21 @@ def connect(results: str | os.PathLike[str], store: str | os.PathLike[str] | Non
     return con
 
 
+def sandbox(con: Any) -> Any:
+    """Lock ``con`` to what is registered in it: no file access, no writes, no settings."""
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 def run_query(
     results: str | os.PathLike[str], sql: str, store: str | os.PathLike[str] | None = None
 ) -> Any:
-    """Run ``sql`` and return the result as a pyarrow Table; a bad query is a ConfigError."""
+    """Run ``sql`` (sandboxed) and return the result as a pyarrow Table; a bad query, or one
+    that reaches for a file, is a ConfigError."""
     import duckdb
 
-    con = connect(results, store)
+    con = sandbox(connect(results, store))
     try:
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as e:

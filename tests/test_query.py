@@ -66,6 +66,25 @@ def test_examples_run_and_errors_are_clear(measured):
         run_query(results / "missing", "select 1")
 
 
+def test_queries_are_sandboxed_to_the_results(measured, tmp_path):
+    """`screening query` once read any file (the key file among them) and could write files."""
+    store, results = measured
+    secret = tmp_path / "demo.key"
+    secret.write_text("not for queries")
+    for sql in (
+        f"select * from read_csv('{secret}')",
+        f"select * from read_parquet('{results}/measurements/*/*.parquet')",
+        f"copy (select 1) to '{tmp_path / 'out.csv'}'",
+        "set enable_external_access = true",
+        f"attach '{tmp_path / 'x.db'}'",
+    ):
+        with pytest.raises(ConfigError, match="query failed"):
+            run_query(results, sql, store=store)
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "x.db").exists()
+    n = run_query(results, "select count(*) as n from measurements", store=store)
+    assert n.to_pylist()[0]["n"] > 0  # the registered tables still answer
+
+
 def test_cli_prints_and_writes_csv_with_list_columns(measured, tmp_path, capsys):
     store, results = measured
     sql = "select scan_id, qc_flags, roi_hu from measurements order by scan_id"
