@@ -110,6 +110,11 @@ def read_manifest(path: str | os.PathLike[str], default_cohort: str) -> list[Sou
             rows = list(reader)
     except OSError as e:
         raise ConfigError(f"cannot read manifest {manifest}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"manifest {manifest} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet) and re-run"
+        ) from e
     if "image" not in columns:
         raise ConfigError(
             f"manifest {manifest} has columns {columns}; expected an 'image' column (and "
@@ -127,10 +132,17 @@ def read_manifest(path: str | os.PathLike[str], default_cohort: str) -> list[Sou
         return str((base / value).resolve()) if value else None
 
     specs = []
+    seen: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):  # line 1 is the header
         image = (row.get("image") or "").strip()
         if not image:
             raise ConfigError(f"manifest {manifest} line {i}: empty 'image'")
+        first = seen.setdefault(str(resolve(image)), i)
+        if first != i:
+            raise ConfigError(
+                f"manifest {manifest} lines {first} and {i} name the same image {image!r}; "
+                "expected one row per image (merge the rows' columns into one)"
+            )
         extra = tuple(
             (k, v) for k, v in row.items() if k and k not in MANIFEST_COLUMNS and v is not None
         )

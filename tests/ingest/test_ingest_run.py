@@ -340,3 +340,19 @@ def test_manifest_masks_site_and_pass_through(
     blob = io.BytesIO()
     pa.parquet.write_table(read_catalog(store), blob)  # type: ignore[attr-defined]
     assert b"SYN-PATIENT-77" not in blob.getvalue()
+
+
+def test_manifest_problems_are_clear_errors_not_tracebacks(tmp_path: Path) -> None:
+    """A manifest saved as cp1252 and one naming an image twice used to crash ingest."""
+    accented = tmp_path / "cp1252.csv"
+    accented.write_bytes("image,site\nscan1.nii.gz,Hôpital\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text .* save it as UTF-8") as e:
+        read_manifest(accented, "c")
+    assert "cp1252.csv" in str(e.value)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("image,site\na/scan1.nii.gz,x\nother.nii.gz,y\n./a/scan1.nii.gz,z\n")
+    with pytest.raises(ConfigError, match="lines 2 and 4 name the same image"):
+        read_manifest(twice, "c")
+    fine = tmp_path / "fine.csv"
+    fine.write_text("image,site\nscan1.nii.gz,Hôpital\n", encoding="utf-8")
+    assert read_manifest(fine, "c")[0].site == "Hôpital"
