@@ -35,6 +35,7 @@ __all__ = [
     "LoadedModel",
     "library_versions",
     "load_model",
+    "read_verified",
     "resolve_model_dir",
     "save_model",
 ]
@@ -124,6 +125,24 @@ def resolve_model_dir(model: str | os.PathLike[str]) -> Path:
     return p
 
 
+def read_verified(weights: Path, expected_sha256: str) -> tuple[bytes, str]:
+    """The file's bytes and sha256, read once; ModelFileError naming the file when it cannot
+    be read or its sha256 is not the one its model card records."""
+    try:
+        data = weights.read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"cannot read the weights: {e}", path=weights) from e
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ModelFileError(
+            f"weights sha256 {actual[:16]}… does not match the model card's "
+            f"{expected_sha256[:16]}…: the file was changed or belongs to another model; "
+            "refusing to load it",
+            path=weights,
+        )
+    return data, actual
+
+
 def _read_card(model_dir: Path) -> dict[str, Any]:
     try:
         card = json.loads((model_dir / CARD_NAME).read_text())
@@ -161,17 +180,7 @@ def load_model(
             f"model card describes an unknown or invalid architecture/preprocessing: {e}",
             path=model_dir / CARD_NAME,
         ) from e
-    try:
-        data = weights_file.read_bytes()
-    except OSError as e:
-        raise ModelFileError(f"cannot read the weights: {e}", path=weights_file) from e
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ModelFileError(
-            f"weights sha256 {actual[:16]}… does not match the model card's {expected[:16]}…: "
-            "the file was changed or belongs to another model; refusing to load it",
-            path=weights_file,
-        )
+    data, actual = read_verified(weights_file, expected)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:

@@ -9,7 +9,6 @@ then loads it strictly into the ported network. ``model_id`` is the weights' sha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screening.errors import ModelFileError
+from screening.model.checkpoint import read_verified
 from screening.model.liver3mm.network import build_liver3mm_network
 
 if TYPE_CHECKING:
@@ -98,17 +98,7 @@ def load_liver3mm(
         weights = root / str(card["weights"].get("file", WEIGHTS_NAME))
     except (KeyError, TypeError) as e:
         raise ModelFileError(f"model card has no weights entry: {e}", path=root / CARD_NAME) from e
-    try:
-        data = weights.read_bytes()
-    except OSError as e:
-        raise ModelFileError(f"cannot read the weights: {e}", path=weights) from e
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ModelFileError(
-            f"weights sha256 {actual[:16]}… does not match the model card's {expected[:16]}…: "
-            "the file was changed or belongs to another model; refusing to load it",
-            path=weights,
-        )
+    data, actual = read_verified(weights, expected)
     try:
         state = load_safetensors(data)
     except (SafetensorError, ValueError) as e:
