@@ -167,21 +167,14 @@ class Liver3mmBackend:
         threads: int | None,
         prep: NDArray[Any] | None = None,
     ) -> SegmentationResult:
-        import torch
-
-        from screening.model.inference import SegmentationResult
+        from screening.model.inference import SegmentationResult, torch_threads
         from screening.model.liver3mm.inference import segment_liver_3mm
 
-        before = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             self.model.network.to(device)
             res = segment_liver_3mm(
                 self.model.network, ct_hu, spacing_mm, self.config, device=device
             )
-        finally:
-            torch.set_num_threads(before)
         labels = res.liver.astype(np.uint8)  # 1 = liver (network.LABELS); no spleen class
         return SegmentationResult(labels, res.seconds, device, res.body_box_zyx)
 

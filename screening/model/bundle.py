@@ -108,40 +108,32 @@ class BundleBackend:
         import torch
 
         from screening.geometry import nifti_affine_from_canonical
-        from screening.model.inference import SegmentationResult
+        from screening.model.inference import SegmentationResult, torch_threads
 
-        before = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
         t0 = time.perf_counter()
-        try:
-            with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-                image = Path(tmp) / "image.nii.gz"
-                affine = nifti_affine_from_canonical(spacing_mm, (0.0, 0.0, 0.0))
-                nib.save(
-                    nib.Nifti1Image(np.ascontiguousarray(ct_hu.transpose(2, 1, 0)), affine), image
-                )
-                # A SaveImaged in the bundle's postprocessing writes here, then is discarded.
-                # Parsed afresh per scan, once: Invertd's @preprocessing must be the very
-                # object that transformed the input.
-                self.parser["output_dir"] = tmp
-                self.parser.parse(reset=True)
-                pre = self.parser.get_parsed_content("preprocessing")
-                inferer = self.parser.get_parsed_content("inferer")
-                post = self.parser.get_parsed_content("postprocessing")
-                data = pre({"image": str(image)})
-                self.network.to(device)
-                with torch.inference_mode():
-                    x = data["image"][None].to(device)
-                    data["pred"] = inferer(x, self.network)[0].cpu()
-                out = post(data)
-                pred = np.asarray(
-                    out["pred"].detach().cpu().numpy()
-                    if hasattr(out["pred"], "detach")
-                    else out["pred"]
-                )
-        finally:
-            torch.set_num_threads(before)
+        with torch_threads(threads), tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+            image = Path(tmp) / "image.nii.gz"
+            affine = nifti_affine_from_canonical(spacing_mm, (0.0, 0.0, 0.0))
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(ct_hu.transpose(2, 1, 0)), affine), image)
+            # A SaveImaged in the bundle's postprocessing writes here, then is discarded.
+            # Parsed afresh per scan, once: Invertd's @preprocessing must be the very
+            # object that transformed the input.
+            self.parser["output_dir"] = tmp
+            self.parser.parse(reset=True)
+            pre = self.parser.get_parsed_content("preprocessing")
+            inferer = self.parser.get_parsed_content("inferer")
+            post = self.parser.get_parsed_content("postprocessing")
+            data = pre({"image": str(image)})
+            self.network.to(device)
+            with torch.inference_mode():
+                x = data["image"][None].to(device)
+                data["pred"] = inferer(x, self.network)[0].cpu()
+            out = post(data)
+            pred = np.asarray(
+                out["pred"].detach().cpu().numpy()
+                if hasattr(out["pred"], "detach")
+                else out["pred"]
+            )
         channels = pred[0] if pred.ndim == 4 and pred.shape[0] == 1 else None
         if channels is None:  # one-hot / per-channel output: arg-max it here
             channels = np.argmax(pred, axis=0) if pred.ndim == 4 else pred

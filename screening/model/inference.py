@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "probs_to_native",
     "resolve_device",
     "segment_volume",
+    "torch_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,21 @@ class InferenceConfig(FrozenConfig):
                 len(self.roi_size_zyx) == 3 and min(self.roi_size_zyx) >= 1,
                 f"roi_size_zyx must be three positive ints, got {self.roi_size_zyx}",
             )
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` (None: unchanged) inside, restored after:
+    a Dask worker gives each task its own thread budget."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -284,15 +301,11 @@ def segment_volume(
     ``prep``, written by a CPU task); without it the CT (or the cascade's box of it) is
     preprocessed here.
     """
-    import torch
 
     from screening.preprocess import preprocess_volume
 
     dev = resolve_device(device)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         box = None
@@ -336,5 +349,3 @@ def segment_volume(
         seconds.update(preprocess_s=t2 - t1, inference_s=t3 - t2, postprocess_s=t4 - t3)
         box_out = None if box is None else tuple((s.start, s.stop) for s in box)
         return SegmentationResult(labels, seconds, dev, box_out)
-    finally:
-        torch.set_num_threads(before)
