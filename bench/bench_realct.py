@@ -13,7 +13,9 @@ as in chest CT) and LiTS 117 (portal-venous, a tight box that cuts the liver; ma
 mask).
 
 Models: ``liver3mm`` (the default, real-CT) and ``demo`` (the U-Net trained on synthetic
-phantoms, with its cascade), each through its backend's ``segment`` on the stored grid, in
+phantoms, with its cascade), plus any ``--model`` given (a model directory, a MONAI bundle, an
+nnU-Net v2 folder such as TotalSegmentator's ``Dataset291…/nnUNetTrainerNoMirroring__
+nnUNetPlans__3d_fullres``: none ships, nothing is downloaded), each through its backend's ``segment`` on the stored grid, in
 this process with ``--threads`` torch threads. Per model and case: liver Dice, HD95 and volume
 error against the reference, the AI-3D / AI-2D / AI-ROI values measured on the predicted mask
 minus the same measured on the reference mask (``measure_volume``, 3 mm erosion for the eroded
@@ -80,7 +82,9 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else float(a) - float(b)
 
 
-def run(repeats: int, threads: int, device: str = "cpu") -> dict[str, Any]:
+def run(
+    repeats: int, threads: int, device: str = "cpu", models: tuple[str, ...] = MODELS
+) -> dict[str, Any]:
     import torch
 
     from screening.model.backends import load_backend
@@ -90,8 +94,9 @@ def run(repeats: int, threads: int, device: str = "cpu") -> dict[str, Any]:
     torch.set_num_threads(threads)
     cases = _cases()
     rows: list[dict[str, Any]] = []
-    for name in MODELS:
-        backend = load_backend(name, device=device, inference=InferenceConfig(cascade=True))
+    for ref in models:
+        backend = load_backend(ref, device=device, inference=InferenceConfig(cascade=True))
+        name = ref if ref in MODELS else f"{backend.kind}:{Path(ref).name}"
         for case in cases:
             seconds: list[float] = []
             result = None
@@ -179,13 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="another model to measure beside the shipped ones (a folder; repeatable)",
+    )
     args = ap.parse_args(argv)
     if not REAL.is_dir():
         print(f"real CT fixtures not found at {REAL}: nothing to measure", file=sys.stderr)
         return 0
     from bench.common import cpu_model
 
-    md = markdown(run(args.repeats, args.threads, args.device), cpu_model())
+    models = (*MODELS, *args.model)
+    md = markdown(run(args.repeats, args.threads, args.device, models), cpu_model())
     print(md)
     if args.out:
         args.out.write_text(md + "\n")

@@ -16,6 +16,7 @@ from screening.model.backends import DEFAULT_MODEL
 if TYPE_CHECKING:
     from screening.engine import ClusterConfig, RunConfig, RunProgress
     from screening.measure import MeasureConfig
+    from screening.model.nnunet import NnUNetConfig
 
 log = logging.getLogger("screening")
 
@@ -127,7 +128,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     cfg = InferenceConfig(cascade=args.cascade, overlap=args.overlap)
-    backend = load_backend(args.model, device=device, inference=cfg)
+    backend = load_backend(args.model, device=device, inference=cfg, nnunet=_nnunet_config(args))
     summary = segment_stores(
         args.store,
         backend,
@@ -179,6 +180,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         model=args.model,
         inference=InferenceConfig(cascade=not args.no_cascade),
         measure=_measure_config(args),
+        nnunet=_nnunet_config(args),
         overlays=not args.no_overlays,
         device=args.device,
         max_in_flight=args.max_in_flight,
@@ -336,8 +338,40 @@ def _compact(args: argparse.Namespace) -> int:
 
 _MODEL_HELP = (
     "'liver3mm' (default: the shipped real-CT liver model), 'demo' (U-Net trained on "
-    "synthetic phantoms only: for `screening synth` cohorts), or a model directory"
+    "synthetic phantoms only: for `screening synth` cohorts), a model directory, a MONAI "
+    "bundle, or an nnU-Net v2 result folder (e.g. a TotalSegmentator task folder)"
 )
+
+
+def _add_nnunet_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("nnU-Net folders (--model pointing at one)")
+    group.add_argument(
+        "--nnunet-folds",
+        metavar="F[,F...]",
+        help="folds to ensemble, e.g. 0 or 0,1,2,3,4 or all (default: every fold_<n> present)",
+    )
+    group.add_argument(
+        "--nnunet-orientation",
+        default="RAS",
+        help="axis directions (x, y, z) of the images the model was trained on: RAS "
+        "(default; TotalSegmentator, nibabel-canonical data) or LPS (read as DICOM stores it)",
+    )
+    group.add_argument(
+        "--nnunet-no-mirroring",
+        action="store_true",
+        help="skip nnU-Net's mirroring test-time augmentation (up to 8x faster on CPU)",
+    )
+
+
+def _nnunet_config(args: argparse.Namespace) -> NnUNetConfig:
+    from screening.model.nnunet import NnUNetConfig
+
+    folds = None
+    if args.nnunet_folds:
+        folds = tuple(f.strip() for f in args.nnunet_folds.split(",") if f.strip())
+    return NnUNetConfig(
+        folds=folds, orientation=args.nnunet_orientation, use_mirroring=not args.nnunet_no_mirroring
+    )
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -474,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--cascade", action="store_true", help="coarse pass first (faster)")
     seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap")
     _add_model_options(seg)
+    _add_nnunet_options(seg)
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_segment)
 
@@ -585,6 +620,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--gpu-workers", type=int, help="local GPU workers (default: one per visible GPU)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_nnunet_options(parser)
     _add_cluster_options(parser)
 
 

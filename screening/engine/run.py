@@ -48,6 +48,7 @@ from screening.measure.config import MeasureConfig
 from screening.measure.store import failed_row, measure_pipeline_id
 from screening.model.backends import DEFAULT_MODEL
 from screening.model.inference import InferenceConfig
+from screening.model.nnunet import NnUNetConfig
 from screening.reasons import ReasonCode, Segmenter, Stage, Status
 
 __all__ = [
@@ -77,7 +78,10 @@ class RunConfig:
         (``segment_fn``, a picklable ``(ct_hu, spacing_mm) -> labels`` function).
     model
         ``"liver3mm"`` (the shipped real-CT liver model, the default), ``"demo"`` (the
-        U-Net trained on synthetic phantoms) or a model directory.
+        U-Net trained on synthetic phantoms), a model directory, a MONAI bundle or an
+        nnU-Net v2 result folder.
+    nnunet
+        How an nnU-Net folder is run (folds, orientation, mirroring); unused otherwise.
     inference, measure
         Stage configurations; with ``inference.cascade`` and a model without a coarse
         sub-model, the cascade is switched off (recorded in the pipeline id).
@@ -102,6 +106,7 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(cascade=True))
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    nnunet: NnUNetConfig = field(default_factory=NnUNetConfig)
     overlays: bool = True
     device: str = "auto"
     max_in_flight: int | None = None
@@ -216,7 +221,7 @@ def _model_info(cfg: RunConfig) -> Any:
     pipeline. The workers load their own copy through the plugin."""
     from screening.model.backends import load_backend
 
-    backend = load_backend(cfg.model, device="cpu", inference=cfg.inference)
+    backend = load_backend(cfg.model, device="cpu", inference=cfg.inference, nnunet=cfg.nnunet)
     if getattr(backend, "inference", cfg.inference) != cfg.inference:
         log.info("model %s has no coarse sub-model: running without the cascade", cfg.model)
     return backend
@@ -450,7 +455,8 @@ def run_cohort(
         )
         if plan.todo and use_gpu:
             client.register_plugin(
-                ModelPlugin(cfg.model, inference=cfg.inference), name=settings.model_plugin
+                ModelPlugin(cfg.model, inference=cfg.inference, nnunet=cfg.nnunet),
+                name=settings.model_plugin,
             )
         limit = cfg.max_in_flight or 4 * summary.workers
         sink = ResultSink(out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)

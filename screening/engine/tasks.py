@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from screening.errors import ScreeningError
 from screening.measure.config import MeasureConfig
 from screening.model.inference import InferenceConfig
+from screening.model.nnunet import NnUNetConfig
 from screening.preprocess import PreprocessConfig
 from screening.reasons import ReasonCode, Segmenter, Stage
 
@@ -148,9 +149,16 @@ class ModelPlugin(WorkerPlugin):
     name = MODEL_PLUGIN
     idempotent = True  # registering the same model again (the next run) keeps the loaded one
 
-    def __init__(self, model_ref: str, *, inference: InferenceConfig | None = None) -> None:
+    def __init__(
+        self,
+        model_ref: str,
+        *,
+        inference: InferenceConfig | None = None,
+        nnunet: NnUNetConfig | None = None,
+    ) -> None:
         self.model_ref = model_ref
         self.inference = inference
+        self.nnunet = nnunet
         self._models: dict[str, Any] = {}
 
     def setup(self, worker: Any) -> None:
@@ -165,7 +173,7 @@ class ModelPlugin(WorkerPlugin):
 
             t0 = time.perf_counter()
             self._models[device] = load_backend(
-                self.model_ref, device=device, inference=self.inference
+                self.model_ref, device=device, inference=self.inference, nnunet=self.nnunet
             )
             log.info("loaded model on %s in %.1f s", device, time.perf_counter() - t0)
         return self._models[device]

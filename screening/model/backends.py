@@ -14,6 +14,9 @@ Kinds:
   spleen); ``demo`` is the shipped one, trained on synthetic phantoms only.
 - ``monai_bundle`` — a MONAI bundle folder (``configs/inference.json``, ``configs/metadata.json``,
   ``models/model.pt``), run with its own transforms (:mod:`screening.model.bundle`).
+- ``nnunet`` — an nnU-Net v2 result folder (``plans.json``, ``dataset.json``,
+  ``fold_*/checkpoint_final.pth``; TotalSegmentator's task folders), run by nnunetv2's own
+  predictor (:mod:`screening.model.nnunet`; the ``nnunet`` extra).
 
 ``--model`` takes a kind's keyword (``liver3mm``, ``demo``) or a model directory; the card in
 the directory says which kind it is.
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from screening.model.inference import InferenceConfig, SegmentationResult
     from screening.model.liver3mm.inference import Liver3mmConfig
     from screening.model.liver3mm.model import Liver3mmModel
+    from screening.model.nnunet import NnUNetConfig
     from screening.preprocess import PreprocessConfig
 
 __all__ = [
@@ -180,7 +184,12 @@ class Liver3mmBackend:
 
 
 #: Kind → what ``--model`` keyword names its shipped model (None: directories only).
-BACKENDS: dict[str, str | None] = {"liver3mm": "liver3mm", "unet": "demo", "monai_bundle": None}
+BACKENDS: dict[str, str | None] = {
+    "liver3mm": "liver3mm",
+    "unet": "demo",
+    "monai_bundle": None,
+    "nnunet": None,
+}
 
 
 def model_kind(model: str | os.PathLike[str]) -> str:
@@ -188,6 +197,7 @@ def model_kind(model: str | os.PathLike[str]) -> str:
     from screening.model.bundle import is_monai_bundle
     from screening.model.checkpoint import CARD_NAME
     from screening.model.liver3mm.model import is_liver3mm_dir
+    from screening.model.nnunet import is_nnunet_folder
 
     ref = str(model)
     if ref == "liver3mm":
@@ -203,10 +213,13 @@ def model_kind(model: str | os.PathLike[str]) -> str:
         return "unet"
     if is_monai_bundle(path):
         return "monai_bundle"
+    if path.is_dir() and is_nnunet_folder(path):
+        return "nnunet"
     raise ModelFileError(
         f"not a model: expected a keyword ({', '.join(k for k in BACKENDS.values() if k)}) "
-        f"or a model directory holding {CARD_NAME}, or a MONAI bundle "
-        "(configs/inference.json + configs/metadata.json + models/model.pt)",
+        f"or a model directory holding {CARD_NAME}, a MONAI bundle "
+        "(configs/inference.json + configs/metadata.json + models/model.pt) or an nnU-Net v2 "
+        "result folder (plans.json + dataset.json + fold_*/checkpoint_final.pth)",
         path=path,
     )
 
@@ -217,6 +230,7 @@ def load_backend(
     device: str = "cpu",
     inference: InferenceConfig | None = None,
     liver3mm: Liver3mmConfig | None = None,
+    nnunet: NnUNetConfig | None = None,
 ) -> Backend:
     """Load and verify the model ``model`` names, as a backend (errors name the file)."""
     import dataclasses
@@ -232,6 +246,10 @@ def load_backend(
         from screening.model.bundle import load_bundle
 
         return load_bundle(model, device=device)
+    if kind == "nnunet":
+        from screening.model.nnunet import load_nnunet
+
+        return load_nnunet(model, device=device, config=nnunet)
     from screening.model.checkpoint import load_model
     from screening.model.inference import InferenceConfig
 
