@@ -18,13 +18,16 @@ Kinds:
   ``fold_*/checkpoint_final.pth``; TotalSegmentator's task folders), run by nnunetv2's own
   predictor (:mod:`screening.model.nnunet`; the ``nnunet`` extra).
 
-``--model`` takes a kind's keyword (``liver3mm``, ``demo``) or a model directory; the card in
-the directory says which kind it is.
+``--model`` takes a kind's keyword (``liver3mm``, ``demo``) or a folder, which the kinds'
+``detect`` recognise in registry order (:data:`BACKENDS`; a new kind is one more
+:class:`BackendKind` entry: keyword, folder layout, detect, load). Every kind runs its network
+on a GPU worker when the cluster has one; the ``reference`` and ``custom`` segmenters use none.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,7 +49,9 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_MODEL",
     "Backend",
+    "BackendKind",
     "Liver3mmBackend",
+    "LoadOptions",
     "UNetBackend",
     "load_backend",
     "model_kind",
@@ -183,43 +188,125 @@ class Liver3mmBackend:
         return SegmentationResult(labels, res.seconds, device, res.body_box_zyx)
 
 
-#: Kind → what ``--model`` keyword names its shipped model (None: directories only).
-BACKENDS: dict[str, str | None] = {
-    "liver3mm": "liver3mm",
-    "unet": "demo",
-    "monai_bundle": None,
-    "nnunet": None,
-}
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything a kind's loader may need (each takes what applies to it)."""
+
+    device: str = "cpu"
+    inference: InferenceConfig | None = None
+    liver3mm: Liver3mmConfig | None = None
+    nnunet: NnUNetConfig | None = None
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """One registry entry: how to recognise a model of this kind and load it as a backend."""
+
+    name: str
+    #: The ``--model`` keyword of the model that ships with the package (None: folders only).
+    keyword: str | None
+    #: What a folder of this kind holds (for error messages and ``--help``).
+    layout: str
+    #: Whether ``path`` (a folder) holds a model of this kind; cheap (reads no weights).
+    detect: Callable[[Path], bool]
+    #: Load and verify; errors name the file.
+    load: Callable[[str | os.PathLike[str], LoadOptions], Backend]
+
+
+def _is_liver3mm(path: Path) -> bool:
+    from screening.model.liver3mm.model import is_liver3mm_dir
+
+    return is_liver3mm_dir(path)
+
+
+def _load_liver3mm(model: str | os.PathLike[str], opts: LoadOptions) -> Backend:
+    from screening.model.liver3mm.inference import Liver3mmConfig
+    from screening.model.liver3mm.model import load_liver3mm
+
+    ref = None if str(model) == "liver3mm" else Path(model)
+    cfg = opts.liver3mm or Liver3mmConfig()
+    return Liver3mmBackend(load_liver3mm(ref, device=opts.device), cfg)
+
+
+def _is_unet(path: Path) -> bool:
+    from screening.model.checkpoint import CARD_NAME
+
+    return (path / CARD_NAME).is_file()
+
+
+def _load_unet(model: str | os.PathLike[str], opts: LoadOptions) -> Backend:
+    import dataclasses
+
+    from screening.model.checkpoint import load_model
+    from screening.model.inference import InferenceConfig
+
+    cfg = opts.inference or InferenceConfig()
+    loaded = load_model(model, device=opts.device, with_coarse=cfg.cascade)
+    if cfg.cascade and loaded.coarse is None:  # no coarse sub-model: no cascade (in the id)
+        cfg = dataclasses.replace(cfg, cascade=False)
+    return UNetBackend(loaded, cfg)
+
+
+def _is_bundle(path: Path) -> bool:
+    from screening.model.bundle import is_monai_bundle
+
+    return is_monai_bundle(path)
+
+
+def _load_bundle(model: str | os.PathLike[str], opts: LoadOptions) -> Backend:
+    from screening.model.bundle import load_bundle
+
+    return load_bundle(model, device=opts.device)
+
+
+def _is_nnunet(path: Path) -> bool:
+    from screening.model.nnunet import is_nnunet_folder
+
+    return path.is_dir() and is_nnunet_folder(path)
+
+
+def _load_nnunet(model: str | os.PathLike[str], opts: LoadOptions) -> Backend:
+    from screening.model.nnunet import load_nnunet
+
+    return load_nnunet(model, device=opts.device, config=opts.nnunet)
+
+
+#: The registry, in detection order (a liver3mm card is also a ``model_card.json``).
+BACKENDS: dict[str, BackendKind] = {
+    k.name: k
+    for k in (
+        BackendKind("liver3mm", "liver3mm", "a liver3mm model_card.json", _is_liver3mm,
+                    _load_liver3mm),
+        BackendKind("unet", "demo", "model_card.json + weights.pt (screening train)", _is_unet,
+                    _load_unet),
+        BackendKind("monai_bundle", None,
+                    "a MONAI bundle (configs/inference.json + configs/metadata.json + "
+                    "models/model.pt)", _is_bundle, _load_bundle),
+        BackendKind("nnunet", None,
+                    "an nnU-Net v2 result folder (plans.json + dataset.json + "
+                    "fold_*/checkpoint_final.pth)", _is_nnunet, _load_nnunet),
+    )
+}  # fmt: skip
 
 
 def model_kind(model: str | os.PathLike[str]) -> str:
-    """The backend kind of a ``--model`` value: a keyword or a model directory's card."""
-    from screening.model.bundle import is_monai_bundle
+    """The backend kind of a ``--model`` value: a kind's keyword, or what a folder holds."""
     from screening.model.checkpoint import CARD_NAME
-    from screening.model.liver3mm.model import is_liver3mm_dir
-    from screening.model.nnunet import is_nnunet_folder
 
     ref = str(model)
-    if ref == "liver3mm":
-        return "liver3mm"
-    if ref == "demo":
-        return "unet"
+    for kind in BACKENDS.values():
+        if kind.keyword == ref:
+            return kind.name
     path = Path(ref)
     if path.is_file() and path.name == CARD_NAME:
         path = path.parent
-    if is_liver3mm_dir(path):
-        return "liver3mm"
-    if (path / CARD_NAME).is_file():
-        return "unet"
-    if is_monai_bundle(path):
-        return "monai_bundle"
-    if path.is_dir() and is_nnunet_folder(path):
-        return "nnunet"
+    for kind in BACKENDS.values():
+        if kind.detect(path):
+            return kind.name
+    keywords = ", ".join(k.keyword for k in BACKENDS.values() if k.keyword)
+    layouts = "; ".join(k.layout for k in BACKENDS.values())
     raise ModelFileError(
-        f"not a model: expected a keyword ({', '.join(k for k in BACKENDS.values() if k)}) "
-        f"or a model directory holding {CARD_NAME}, a MONAI bundle "
-        "(configs/inference.json + configs/metadata.json + models/model.pt) or an nnU-Net v2 "
-        "result folder (plans.json + dataset.json + fold_*/checkpoint_final.pth)",
+        f"not a model: expected a keyword ({keywords}) or a folder holding one of: {layouts}",
         path=path,
     )
 
@@ -233,28 +320,5 @@ def load_backend(
     nnunet: NnUNetConfig | None = None,
 ) -> Backend:
     """Load and verify the model ``model`` names, as a backend (errors name the file)."""
-    import dataclasses
-
-    kind = model_kind(model)
-    if kind == "liver3mm":
-        from screening.model.liver3mm.inference import Liver3mmConfig
-        from screening.model.liver3mm.model import load_liver3mm
-
-        ref = None if str(model) == "liver3mm" else Path(model)
-        return Liver3mmBackend(load_liver3mm(ref, device=device), liver3mm or Liver3mmConfig())
-    if kind == "monai_bundle":
-        from screening.model.bundle import load_bundle
-
-        return load_bundle(model, device=device)
-    if kind == "nnunet":
-        from screening.model.nnunet import load_nnunet
-
-        return load_nnunet(model, device=device, config=nnunet)
-    from screening.model.checkpoint import load_model
-    from screening.model.inference import InferenceConfig
-
-    cfg = inference or InferenceConfig()
-    loaded = load_model(model, device=device, with_coarse=cfg.cascade)
-    if cfg.cascade and loaded.coarse is None:  # no coarse sub-model: no cascade (in the id)
-        cfg = dataclasses.replace(cfg, cascade=False)
-    return UNetBackend(loaded, cfg)
+    opts = LoadOptions(device, inference, liver3mm, nnunet)
+    return BACKENDS[model_kind(model)].load(model, opts)
