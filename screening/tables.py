@@ -50,24 +50,26 @@ def _part_files(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("*=*/*.parquet") if not p.name.startswith("."))
 
 
-def _readable(path: Path) -> bool:
-    """A complete Parquet file: footer present and parseable (what a crash mid-copy lacks)."""
+def _load_part(path: Path) -> pa.Table | None:
+    """A part file read whole, its page checksums verified; None when any of it cannot be
+    read: a footer lost to a crash mid-copy, or a damaged data page behind an intact footer
+    (which a footer check alone would pass, and a later reader would crash on)."""
     try:
-        pq.read_metadata(path)
-    except (OSError, pa.ArrowException):
-        return False
-    return True
+        return pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as e:
+        log.warning("unreadable Parquet part %s: %s", path, e)
+        return None
 
 
 def quarantine_corrupt_parts(
     root: str | os.PathLike[str], quarantine: str | os.PathLike[str]
 ) -> list[Path]:
-    """Move part files that are not complete Parquet (e.g. truncated by a crash on a
-    filesystem without atomic rename) out of the dataset into ``quarantine``; return their new
-    paths. Their rows were never committed, so a resumed run simply redoes those scans."""
+    """Move part files that cannot be read whole (truncated by a crash on a filesystem without
+    atomic rename, a damaged page) out of the dataset into ``quarantine``; return their new
+    paths. What they held no longer counts as committed, so a resumed run redoes those scans."""
     moved = []
     for f in _part_files(Path(root)):
-        if _readable(f):
+        if _load_part(f) is not None:
             continue
         dest = Path(quarantine) / f.parent.name / f.name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -96,20 +98,23 @@ def write_part(
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{prefix}-{uuid.uuid4().hex}.parquet"
         tmp = folder / f".{name}.tmp"
-        pq.write_table(part, tmp, compression="zstd")
+        pq.write_table(part, tmp, compression="zstd", write_page_checksum=True)
         os.replace(tmp, folder / name)
         written.append(folder / name)
     return written
 
 
-def _read_files(files: list[Path], schema: TableSchema, partition: str) -> pa.Table:
+def _read_files(
+    files: list[Path], schema: TableSchema, partition: str
+) -> tuple[pa.Table, list[Path]]:
+    """The rows of every readable part, and which files they came from (unreadable parts are
+    skipped with a warning, never fatal: one damaged file must not stop query, stats or a run)."""
     arrow = schema.to_arrow()
-    tables = []
+    tables, read = [], []
     for f in files:
-        if not _readable(f):
-            log.warning("skipping an unreadable (truncated?) Parquet part: %s", f)
+        t = _load_part(f)
+        if t is None:
             continue
-        t = pq.read_table(f)
         value = f.parent.name.split("=", 1)[1]
         t = t.append_column(partition, pa.array([value] * t.num_rows, pa.string()))
         # Extra (pass-through) columns are kept; known columns get their contract types.
@@ -121,16 +126,17 @@ def _read_files(files: list[Path], schema: TableSchema, partition: str) -> pa.Ta
                 else pa.nulls(t.num_rows, field.type)
             )
         tables.append(pa.table(cols))
+        read.append(f)
     if not tables:
-        return arrow.empty_table()
-    return pa.concat_tables(tables, promote_options="permissive")
+        return arrow.empty_table(), read
+    return pa.concat_tables(tables, promote_options="permissive"), read
 
 
 def read_dataset(
     root: str | os.PathLike[str], schema: TableSchema, partition: str = "cohort"
 ) -> pa.Table:
     """All rows of a dataset (empty table with the contract's schema when there is none)."""
-    return _read_files(_part_files(Path(root)), schema, partition)
+    return _read_files(_part_files(Path(root)), schema, partition)[0]
 
 
 def compact_dataset(
@@ -146,11 +152,10 @@ def compact_dataset(
     Each new file is complete before any old one is removed; a crash in between leaves
     duplicates that the next compaction removes, never a lost row.
     """
-    files = [f for f in _part_files(Path(root)) if _readable(f)]  # never delete evidence
-    if not files:
+    table, files = _read_files(_part_files(Path(root)), schema, partition)
+    if not files:  # only files read whole are rewritten and removed: never delete evidence
         return 0
     keys = [key] if isinstance(key, str) else list(key)
-    table = _read_files(files, schema, partition)
     n_before = table.num_rows
     # Python, not a join: null key values must group together, not vanish.
     order = table[order_by].to_pylist()
