@@ -15,12 +15,13 @@ mask).
 Models: ``liver3mm`` (the default, real-CT) and ``demo`` (the U-Net trained on synthetic
 phantoms, with its cascade), plus any ``--model`` given (a model directory, a MONAI bundle, an
 nnU-Net v2 folder such as TotalSegmentator's ``Dataset291…/nnUNetTrainerNoMirroring__
-nnUNetPlans__3d_fullres``: none ships, nothing is downloaded), each through its backend's ``segment`` on the stored grid, in
-this process with ``--threads`` torch threads. Per model and case: liver Dice, HD95 and volume
-error against the reference, the AI-3D / AI-2D / AI-ROI values measured on the predicted mask
-minus the same measured on the reference mask (``measure_volume``, 3 mm erosion for the eroded
-means), spleen Dice where the model has a spleen, and seconds per scan (median of
-``--repeats`` runs after one warm-up; the spread is max - min).
+nnUNetPlans__3d_fullres``: none ships, nothing is downloaded), each through its backend's
+``segment`` on the stored grid, in this process with ``--threads`` torch threads. Per model and
+case: liver Dice, HD95 and volume error against the reference, the AI-3D / AI-2D / AI-ROI
+values measured on the predicted mask minus the same measured on the reference mask
+(``measure_volume``, 3 mm erosion for the eroded means), spleen Dice where the model has a
+spleen, and seconds per scan (median of ``--repeats`` runs after one warm-up; the spread is max
+- min).
 """
 
 from __future__ import annotations

@@ -36,8 +36,12 @@ class ReasonCode(StrEnum):
     NO_DICM = "NO_DICM"  # not a DICOM Part 10 file (no 'DICM' preamble)
     UNREADABLE_FILE = "UNREADABLE_FILE"  # file could not be opened or parsed at all
     PIXELDATA_SHORT = "PIXELDATA_SHORT"  # pixel data shorter than Rows x Columns x bits
+    PIXELDATA_LONG = "PIXELDATA_LONG"  # pixel data longer than Rows x Columns x bits (wrong Rows?)
+    PIXELDATA_CORRUPT = "PIXELDATA_CORRUPT"  # codestream undecodable, or a slice unlike its stack
     CODEC_UNAVAILABLE = "CODEC_UNAVAILABLE"  # transfer syntax with no installed decoder
     ARCHIVE_UNSAFE_MEMBER = "ARCHIVE_UNSAFE_MEMBER"  # '../', absolute or link member not extracted
+    ARCHIVE_TOO_DEEP = "ARCHIVE_TOO_DEEP"  # archives nested deeper than the limit: not extracted
+    DISK_FULL = "DISK_FULL"  # no space left while writing: stopped cleanly, committed rows kept
     # series discovery
     MISSING_SERIES_UID = "MISSING_SERIES_UID"  # grouped by geometry instead (recorded)
     LOCALIZER = "LOCALIZER"  # scout / topogram
@@ -49,6 +53,8 @@ class ReasonCode(StrEnum):
     TOO_FEW_SLICES = "TOO_FEW_SLICES"
     NOT_A_VOLUME = "NOT_A_VOLUME"  # all slices at one position
     DUPLICATE_POSITION = "DUPLICATE_POSITION"
+    DUPLICATE_CONFLICT = "DUPLICATE_CONFLICT"  # one SOPInstanceUID, different pixel data
+    MULTIPLE_RECONSTRUCTIONS = "MULTIPLE_RECONSTRUCTIONS"  # kernels / thicknesses mixed in a series
     SLICE_INCREMENT_INCONSISTENT = "SLICE_INCREMENT_INCONSISTENT"  # gaps or uneven steps
     IMAGE_ORIENTATION_INCONSISTENT = "IMAGE_ORIENTATION_INCONSISTENT"
     GANTRY_TILT = "GANTRY_TILT"

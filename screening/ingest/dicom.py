@@ -77,6 +77,9 @@ class DicomHeader:
     has_pixels: bool
     transfer_syntax: str
     raw_pixels: RawPixels | None = None  # set when the slice can be read without pydicom
+    # What makes one reconstruction: constant within a series (MULTIPLE_RECONSTRUCTIONS).
+    slice_thickness: float | None = None
+    kernel: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ _RAW_ELEMENTS: dict[str, tuple[str, int, str]] = {
     "Rows": ("us", 0x00280010, "US"),
     "Columns": ("us", 0x00280011, "US"),
     "PixelSpacing": ("ds", 0x00280030, "DS"),
+    "SliceThickness": ("ds", 0x00180050, "DS"),
+    "ConvolutionKernel": ("texts", 0x00181210, "SH"),
     "BitsAllocated": ("us", 0x00280100, "US"),
     "BitsStored": ("us", 0x00280101, "US"),
     "PixelRepresentation": ("us", 0x00280103, "US"),
@@ -164,6 +169,24 @@ def _get(ds: Any, keyword: str, default: Any = None, raw: bool = True) -> Any:
         except ValueError:
             pass
     return ds.get(keyword, default)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return (
+        list(value)
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+        else [value]
+    )
+
+
+def _thickness(value: Any) -> float | None:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(t, 3) if np.isfinite(t) else None
 
 
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
@@ -222,6 +245,8 @@ def read_header(path: str, raw_values: bool = True) -> DicomHeader | FileProblem
             has_pixels=has_pixels,
             transfer_syntax=str(getattr(meta, "TransferSyntaxUID", "") or ""),
             raw_pixels=raw,
+            slice_thickness=_thickness(get("SliceThickness")),
+            kernel=tuple(str(v).strip().upper() for v in _as_list(get("ConvolutionKernel"))),
         )
     except (ValueError, TypeError) as e:
         return FileProblem(
@@ -313,6 +338,7 @@ def _read_raw_into(h: DicomHeader, name: str, target: NDArray[Any]) -> None:
             reason=ReasonCode.PIXELDATA_SHORT,
             path=h.path,
         )
+    _check_not_long(raw.length, n_bytes, (h.rows, h.columns), h.path, name)
     try:
         with open(h.path, "rb", buffering=0) as f:
             f.seek(raw.offset)
@@ -326,6 +352,20 @@ def _read_raw_into(h: DicomHeader, name: str, target: NDArray[Any]) -> None:
             f"{name}: pixel data ends early (truncated file)",
             reason=ReasonCode.PIXELDATA_SHORT,
             path=h.path,
+        )
+
+
+def _check_not_long(
+    length: int, expected: int, matrix: tuple[int, int], path: str, name: str
+) -> None:
+    """More pixel data than Rows x Columns x bits account for (one pad byte allowed): the
+    header's matrix is wrong, and reading it as given would keep part of the image only."""
+    if length > expected + 1:
+        raise DicomReadError(
+            f"{name}: pixel data is {length} bytes, but Rows x Columns ({matrix[0]}x{matrix[1]}) "
+            f"x bits account for {expected}; the header's matrix does not describe the image",
+            reason=ReasonCode.PIXELDATA_LONG,
+            path=path,
         )
 
 
@@ -505,7 +545,23 @@ def _read_dataset(h: DicomHeader, name: str, pydicom: Any) -> Any:
         ) from e
 
 
+def _decoder_available(ds: Any) -> bool:
+    """Whether an installed plugin can decode this file's transfer syntax at all."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(ds.file_meta.TransferSyntaxUID).is_available)
+    except Exception:  # unknown syntax, no file meta: no decoder
+        return False
+
+
 def _decode(ds: Any, name: str, path: str) -> np.ndarray:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and not getattr(ts, "is_compressed", True) and "PixelData" in ds:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        expected = int(ds.Rows) * int(ds.Columns) * samples * bits // 8
+        _check_not_long(len(ds.PixelData), expected, (int(ds.Rows), int(ds.Columns)), path, name)
     try:
         return np.asarray(ds.pixel_array)
     except AttributeError as e:
@@ -522,12 +578,19 @@ def _decode(ds: Any, name: str, path: str) -> np.ndarray:
             ) from e
         raise DicomReadError(
             f"{name}: pixel data cannot be decoded ({e})",
-            reason=ReasonCode.UNREADABLE_FILE,
+            reason=ReasonCode.PIXELDATA_CORRUPT,
             path=path,
         ) from e
     except (RuntimeError, NotImplementedError) as e:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
         name_ts = getattr(ts, "name", str(ts))
+        if _decoder_available(ds):  # a decoder exists and every one failed: the data is bad
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DicomReadError(
+                f"{name}: the {name_ts} pixel data cannot be decoded ({first_line}); the "
+                "codestream is damaged or truncated",
+                reason=ReasonCode.PIXELDATA_CORRUPT,
+                path=path,
+            ) from e
         raise DicomReadError(
             f"{name}: no installed decoder for transfer syntax {name_ts} ({ts}); install the "
             "pylibjpeg plugins (pylibjpeg-libjpeg, -openjpeg, -rle) or GDCM",
@@ -584,6 +647,7 @@ def read_dicom_series(
             reason=ReasonCode.NOT_A_VOLUME,
             path=folder,
         )
+    _check_one_reconstruction(headers, names, folder)
     n_voxels = len(headers) * first.rows * first.columns
     if n_voxels > cfg.max_voxels:
         raise ValidationError(
@@ -600,6 +664,56 @@ def read_dicom_series(
         path=folder,
     )
     return _decode_stack(headers, names, stack, folder, pydicom)
+
+
+def _check_one_reconstruction(
+    headers: Sequence[DicomHeader], names: Sequence[str], folder: str | None
+) -> None:
+    """One series, one reconstruction: a second kernel or slice thickness under the same
+    SeriesInstanceUID is two images interleaved (their positions can even form one even grid,
+    so the geometry checks alone would merge them)."""
+    seen: dict[tuple[float | None, tuple[str, ...]], int] = {}
+    for i, h in enumerate(headers):
+        seen.setdefault((h.slice_thickness, h.kernel), i)
+    if len(seen) > 1:
+        (a, i), (b, j) = list(seen.items())[:2]
+        raise ValidationError(
+            f"{len(seen)} reconstructions in one series: {names[i]} is {a[0]} mm, kernel "
+            f"{'/'.join(a[1]) or 'none'}; {names[j]} is {b[0]} mm, kernel "
+            f"{'/'.join(b[1]) or 'none'}. Expected one slice thickness and kernel per series "
+            "(export each reconstruction as its own series)",
+            reason=ReasonCode.MULTIPLE_RECONSTRUCTIONS,
+            path=folder,
+        )
+
+
+#: A slice is unlike its stack when it differs from the mean of its two neighbours this many
+#: times more than slices typically do, and by at least ``_SLICE_RESIDUAL_MIN_HU`` on average.
+#: Intact scans measured here stay under 2.5× (real CT ≤ 1.9×, phantoms ≤ 2.5×).
+_SLICE_RESIDUAL_FACTOR = 8.0
+_SLICE_RESIDUAL_MIN_HU = 40.0
+
+
+def slice_outliers(ct: NDArray[np.int16]) -> list[int]:
+    """Canonical z indices of slices that their neighbours do not explain: what a damaged
+    codestream decoded without an error (no checksum guards JPEG 2000 or RLE data) or a wrong
+    per-slice header makes. Anatomy changes smoothly along z, so an intact slice is close to
+    the mean of the slices on either side; a damaged one stands out as a local peak of that
+    residual. Damage too small to stand out (a few tens of HU) is not detected.
+
+    Parameters
+    ----------
+    ct : (z, y, x) int16 HU
+    """
+    n = ct.shape[0]
+    if n < 4:
+        return []
+    sub = ct[:, ::4, ::4].astype(np.float32)
+    r = np.abs(sub[1:-1] - 0.5 * (sub[:-2] + sub[2:])).mean(axis=(1, 2))  # r[k - 1]: slice k
+    limit = max(_SLICE_RESIDUAL_FACTOR * float(np.median(r)), _SLICE_RESIDUAL_MIN_HU)
+    padded = np.concatenate([[0.0], r, [0.0]])
+    peak = (padded[1:-1] > padded[:-2]) & (padded[1:-1] >= padded[2:])
+    return [int(k) + 1 for k in np.flatnonzero((r > limit) & peak)]
 
 
 def _decode_stack(
@@ -675,6 +789,16 @@ def _decode_stack(
         to_hu_int16(plane, slope, intercept, pad_plane, out=ct[k])
         digest.update(ct[k].astype("<i2", copy=False))
 
+    bad = slice_outliers(ct)
+    if bad:
+        shown = [names[slice_order[k]] for k in bad[:3]]
+        raise DicomReadError(
+            f"{len(bad)} slice(s) unlike both neighbours, decoded into values no neighbouring "
+            f"anatomy explains: {', '.join(shown)}; the pixel data is damaged (or those files "
+            "belong to another image)",
+            reason=ReasonCode.PIXELDATA_CORRUPT,
+            path=headers[slice_order[bad[0]]].path,
+        )
     # Covariates and the patient pseudonym come from one header (no pixel data needed).
     first_ds = pydicom.dcmread(headers[stack.order[0]].path, stop_before_pixels=True)
     # Canonical spacing: in-plane from PixelSpacing [row spacing (y), column spacing (x)].

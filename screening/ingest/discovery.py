@@ -6,7 +6,9 @@ on the client (:func:`plan`), which only sees the small :class:`DicomHeader` rec
 DICOM files are grouped by (StudyInstanceUID, SeriesInstanceUID). When SeriesInstanceUID is
 missing they are grouped by a geometry key (study, frame of reference, orientation, matrix,
 pixel spacing and folder) and the row records ``series_key = geometry``. Exact copies (same
-SOPInstanceUID) are dropped and counted. Files that are not part of an axial CT volume
+SOPInstanceUID, same pixel data) are dropped and counted; two files with one SOPInstanceUID and
+different pixel data make the series a DUPLICATE_CONFLICT (which one is right cannot be
+known). Files that are not part of an axial CT volume
 (localizers, dose reports, secondary captures, derived reformats, other modalities) become
 rejection rows of their own, one per (series, reason).
 """
@@ -110,6 +112,37 @@ def _common(names: Sequence[str]) -> str:
         return names[0]
 
 
+def _pixel_bytes(h: DicomHeader) -> tuple[str, bytes, tuple[float, float]] | None:
+    """(transfer syntax, pixel data as stored, rescale) of one file; None when unreadable."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(h.path)
+        rescale = (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
+        return h.transfer_syntax, bytes(ds.PixelData), rescale
+    except Exception:  # untrusted bytes: an unreadable copy is not the same image
+        return None
+
+
+def _same_image(a: DicomHeader, b: DicomHeader) -> bool:
+    """Whether two files with one SOPInstanceUID hold the same image (only duplicates pay for
+    this read). Same syntax: the stored bytes; a different syntax: the decoded pixels."""
+    import numpy as np
+    import pydicom
+
+    pa, pb = _pixel_bytes(a), _pixel_bytes(b)
+    if pa is None or pb is None or pa[2] != pb[2]:
+        return False
+    if pa[0] == pb[0]:
+        return pa[1] == pb[1]
+    try:
+        return bool(
+            np.array_equal(pydicom.dcmread(a.path).pixel_array, pydicom.dcmread(b.path).pixel_array)
+        )
+    except Exception:
+        return False
+
+
 def _group_key(h: DicomHeader, folder: str) -> tuple[str, ...]:
     if h.series_uid:
         return ("series_uid", h.study_uid, h.series_uid)
@@ -185,14 +218,35 @@ def plan(
 
     for (spec, gkey), members in groups.items():
         members.sort(key=lambda m: m[1])
-        seen: set[str] = set()
+        seen: dict[str, tuple[DicomHeader, str]] = {}
         unique: list[tuple[DicomHeader, str]] = []
+        conflicts: list[str] = []
         for h, name in members:
-            if h.sop_uid and h.sop_uid in seen:
+            kept = seen.get(h.sop_uid) if h.sop_uid else None
+            if kept is not None:
+                if not _same_image(kept[0], h):
+                    conflicts.append(f"{kept[1]} vs {name}")
                 continue
-            seen.add(h.sop_uid)
+            seen[h.sop_uid] = (h, name)
             unique.append((h, name))
         copies = len(members) - len(unique)
+        if conflicts:
+            names = [n for _, n in members]
+            rejections.append(
+                Rejection(
+                    scan_pseudonym(key, "dicom-conflict", *gkey),
+                    spec,
+                    SourceFormat.DICOM,
+                    _common(names),
+                    gkey[0],
+                    ReasonCode.DUPLICATE_CONFLICT,
+                    f"{len(conflicts)} SOPInstanceUID(s) name two files with different pixel "
+                    f"data ({_listing(conflicts, 3)}); which copy is right cannot be told, so "
+                    f"the series ({len(names)} file(s)) is not ingested",
+                    n_files=len(names),
+                )
+            )
+            continue
         by_reason: dict[ReasonCode | None, list[tuple[DicomHeader, str]]] = defaultdict(list)
         why: dict[ReasonCode | None, str] = {}
         for h, name in unique:

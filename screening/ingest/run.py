@@ -309,66 +309,94 @@ def ingest(
     with ingest_lock(root):
         check_store_key(root, key)
         staging = root / STAGING_DIR
-        found: list[FoundFile] = []
-        problems: list[SourceProblem] = []
-        for spec in specs:
-            f, p = walk_source(spec, staging)
-            found.extend(f)
-            problems.extend(p)
-        summary.n_files = len(found)
-        if key is None:
-            if any(not is_nifti(f.path) for f in found):
-                raise missing_key_error("ingest of DICOM (any non-NIfTI file)")
-            if any(s.patient_id for s in specs):
-                raise missing_key_error("a manifest with a patient_id column")
-        existing = read_catalog(root)
-        ok_ids = {
-            sid
-            for sid, status in zip(
-                existing["scan_id"].to_pylist(), existing["status"].to_pylist(), strict=True
-            )
-            if status == Status.OK.value
-        }
-        writer = CatalogWriter(root)
-        try:
-            with open_client(cluster) as client:
-                run_token = uuid.uuid4().hex[:8]
-                scanned = _scan(client, found, cfg, run_token, progress)
-                work = plan(found, scanned, problems, key)
-                for r in work.rejections:
-                    row = rejection_row(r)
-                    writer.add(row)
-                    summary.add(row)
-                todo = []
-                for item in work.items:
-                    if item.scan_id in ok_ids and is_complete(scan_store_path(root, item.scan_id)):
-                        summary.skipped_complete += 1
-                    else:
-                        todo.append(item)
-                in_flight = cfg.max_in_flight_per_worker * worker_count(client)
-                bar = _progress(len(todo), "ingest", progress)
-                outcomes = run_bounded(
-                    client,
-                    ingest_series,
-                    todo,
-                    key=lambda it: f"ingest-{it.scan_id[:24]}-{run_token}",
-                    max_in_flight=in_flight,
-                    args=(str(root), cfg, key),
-                )
-                for outcome in outcomes:
-                    if outcome.error is not None:
-                        row = _failed_row(outcome.item, outcome.error)
-                        log.warning("scan %s failed: %s", outcome.item.scan_id[:16], row["message"])
-                    else:
-                        row = outcome.result
-                    writer.add(row)
-                    summary.add(row)
-                    bar.update(1)
-                bar.close()
-        finally:
-            writer.compact()
+        # Raw DICOM extracted from archives carries identifiers: staging is removed on every
+        # way out (errors, disk full, Ctrl-C); what a SIGKILLed ingest left is removed here,
+        # by the next ingest, which holds the same lock.
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _ingest_locked(root, staging, specs, key, cfg, cluster, progress, summary)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def _check_key(specs: Sequence[SourceSpec], key: PseudonymKey | None) -> None:
+    """Refuse a keyless ingest before anything is extracted: any file that is not NIfTI
+    (archives included, they may hold DICOM) needs a key, as does a patient_id column."""
+    if key is not None:
+        return
+    if any(s.patient_id for s in specs):
+        raise missing_key_error("a manifest with a patient_id column")
+    for spec in specs:
+        listed, _ = walk_source(spec, None)
+        if any(not is_nifti(f.path) for f in listed):
+            raise missing_key_error("ingest of DICOM (any non-NIfTI file, archives included)")
+
+
+def _ingest_locked(
+    root: Path,
+    staging: Path,
+    specs: Sequence[SourceSpec],
+    key: PseudonymKey | None,
+    cfg: IngestConfig,
+    cluster: ClusterConfig,
+    progress: bool,
+    summary: IngestSummary,
+) -> None:
+    _check_key(specs, key)
+    found: list[FoundFile] = []
+    problems: list[SourceProblem] = []
+    for spec in specs:
+        f, p = walk_source(spec, staging)
+        found.extend(f)
+        problems.extend(p)
+    summary.n_files = len(found)
+    existing = read_catalog(root)
+    ok_ids = {
+        sid
+        for sid, status in zip(
+            existing["scan_id"].to_pylist(), existing["status"].to_pylist(), strict=True
+        )
+        if status == Status.OK.value
+    }
+    writer = CatalogWriter(root)
+    try:
+        with open_client(cluster) as client:
+            run_token = uuid.uuid4().hex[:8]
+            scanned = _scan(client, found, cfg, run_token, progress)
+            work = plan(found, scanned, problems, key)
+            for r in work.rejections:
+                row = rejection_row(r)
+                writer.add(row)
+                summary.add(row)
+            todo = []
+            for item in work.items:
+                if item.scan_id in ok_ids and is_complete(scan_store_path(root, item.scan_id)):
+                    summary.skipped_complete += 1
+                else:
+                    todo.append(item)
+            in_flight = cfg.max_in_flight_per_worker * worker_count(client)
+            bar = _progress(len(todo), "ingest", progress)
+            outcomes = run_bounded(
+                client,
+                ingest_series,
+                todo,
+                key=lambda it: f"ingest-{it.scan_id[:24]}-{run_token}",
+                max_in_flight=in_flight,
+                args=(str(root), cfg, key),
+            )
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    row = _failed_row(outcome.item, outcome.error)
+                    log.warning("scan %s failed: %s", outcome.item.scan_id[:16], row["message"])
+                else:
+                    row = outcome.result
+                writer.add(row)
+                summary.add(row)
+                bar.update(1)
+            bar.close()
+    finally:
+        writer.compact()
 
 
 def _scan(

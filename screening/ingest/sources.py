@@ -170,20 +170,33 @@ def _staging_dir(staging_root: Path, archive: Path) -> Path:
 
 
 def walk_source(
-    spec: SourceSpec, staging_root: str | os.PathLike[str]
+    spec: SourceSpec, staging_root: str | os.PathLike[str] | None
 ) -> tuple[list[FoundFile], list[SourceProblem]]:
-    """List the files under one source, extracting archives (also nested ones) on the way."""
+    """List the files under one source, extracting archives (also nested ones) on the way;
+    with ``staging_root`` None nothing is extracted and archives are listed as files."""
     files: list[FoundFile] = []
     problems: list[SourceProblem] = []
-    _walk(Path(spec.path), spec.label, spec, Path(staging_root), files, problems)
+    staging = None if staging_root is None else Path(staging_root)
+    _walk(Path(spec.path), printable(spec.label), spec, staging, files, problems)
     return files, problems
+
+
+#: Archives inside archives are extracted this many levels deep, no deeper (a zip nested
+#: 1,500 deep must end as a row, not a RecursionError; real archives nest two or three).
+MAX_ARCHIVE_DEPTH = 8
+
+
+def printable(name: str) -> str:
+    """A path for messages and Parquet: names that are not valid UTF-8 (which Python carries
+    as surrogate escapes) get U+FFFD in their place instead of failing the write later."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _walk(
     path: Path,
     name: str,
     spec: SourceSpec,
-    staging: Path,
+    staging: Path | None,
     files: list[FoundFile],
     problems: list[SourceProblem],
 ) -> None:
@@ -193,21 +206,34 @@ def _walk(
         )
         return
     if path.is_file():
-        if is_archive(path):
-            _extract(path, name, spec, staging, files, problems)
+        if is_archive(path) and staging is not None:
+            _extract(path, name, spec, staging, files, problems, depth=1)
         else:
             files.append(FoundFile(str(path), name, spec))
         return
-    for folder, dirs, names in os.walk(path):
+
+    def unreadable(e: OSError) -> None:  # a folder that cannot be listed is a row, not a gap
+        where = printable(str(Path(name) / Path(e.filename or path).relative_to(path)))
+        why = e.strerror or type(e).__name__
+        problems.append(
+            SourceProblem(
+                where,
+                ReasonCode.UNREADABLE_FILE,
+                f"folder {where} could not be listed ({why}); its files were not ingested",
+                spec,
+            )
+        )
+
+    for folder, dirs, names in os.walk(path, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel_folder = Path(folder).relative_to(path)
         for file_name in sorted(names):
             if file_name.startswith("."):
                 continue
             full = Path(folder) / file_name
-            display = str(Path(name) / rel_folder / file_name)
-            if is_archive(full):
-                _extract(full, display, spec, staging, files, problems)
+            display = printable(str(Path(name) / rel_folder / file_name))
+            if is_archive(full) and staging is not None:
+                _extract(full, display, spec, staging, files, problems, depth=1)
             elif full.is_file():
                 files.append(FoundFile(str(full), display, spec))
 
@@ -219,9 +245,21 @@ def _extract(
     staging: Path,
     files: list[FoundFile],
     problems: list[SourceProblem],
+    depth: int,
 ) -> None:
     from screening.errors import InputError
 
+    if depth > MAX_ARCHIVE_DEPTH:
+        problems.append(
+            SourceProblem(
+                name,
+                ReasonCode.ARCHIVE_TOO_DEEP,
+                f"{name} is an archive nested {depth} deep inside archives (limit "
+                f"{MAX_ARCHIVE_DEPTH}); not extracted. Unpack the outer levels first",
+                spec,
+            )
+        )
+        return
     dest = _staging_dir(staging, archive)
     try:
         extraction = extract_archive(archive, dest)
@@ -233,17 +271,19 @@ def _extract(
     for member in extraction.skipped:
         problems.append(
             SourceProblem(
-                f"{name}!{member.name}",
+                printable(f"{name}!{member.name}"),
                 ReasonCode.ARCHIVE_UNSAFE_MEMBER,
-                f"archive member {member.name!r} of {name} was not extracted: {member.why}",
+                printable(
+                    f"archive member {member.name!r} of {name} was not extracted: {member.why}"
+                ),
                 spec,
             )
         )
     log.debug("extracted %d files from %s", len(extraction.files), name)
     for f in extraction.files:
         rel = f.relative_to(extraction.root)
-        display = f"{name}!{rel}"
+        display = printable(f"{name}!{rel}")
         if is_archive(f):
-            _extract(f, display, spec, staging, files, problems)
+            _extract(f, display, spec, staging, files, problems, depth + 1)
         else:
             files.append(FoundFile(str(f), display, spec))

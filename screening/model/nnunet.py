@@ -362,7 +362,7 @@ def load_nnunet(
         except Exception as e:
             raise ModelFileError(f"weights do not fit the plans' network: {e}", path=path) from e
     decoder = getattr(network, "decoder", None)
-    if decoder is not None and hasattr(decoder, "deep_supervision"):  # plans that carry the flag: one output only
+    if decoder is not None and hasattr(decoder, "deep_supervision"):  # one output only
         decoder.deep_supervision = False
     network.eval()
     with _quiet():
