@@ -18,6 +18,7 @@ __all__ = [
     "ClusterError",
     "ConfigError",
     "DicomReadError",
+    "DiskFullError",
     "InputError",
     "KeyMissingError",
     "MissingDependencyError",
@@ -28,6 +29,7 @@ __all__ = [
     "StoreError",
     "ValidationError",
     "attempt_import",
+    "is_disk_full",
 ]
 
 
@@ -105,6 +107,26 @@ class SeriesNotFoundError(ScreeningError, FileNotFoundError):
 
 class StoreError(ScreeningError, OSError):
     """A scan store is missing, incomplete or inconsistent."""
+
+
+class DiskFullError(StoreError):
+    """No space left on a device while writing: the job stopped cleanly, what it committed is
+    kept, and re-running the same command after freeing space resumes."""
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (or an exception it was raised from) is ENOSPC / EDQUOT."""
+    import errno
+
+    seen = 0
+    while error is not None and seen < 16:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(error, ScreeningError) and error.reason == ReasonCode.DISK_FULL:
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
 
 
 class ClusterError(ScreeningError, RuntimeError):

@@ -98,8 +98,12 @@ def write_part(
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{prefix}-{uuid.uuid4().hex}.parquet"
         tmp = folder / f".{name}.tmp"
-        pq.write_table(part, tmp, compression="zstd", write_page_checksum=True)
-        os.replace(tmp, folder / name)
+        try:
+            pq.write_table(part, tmp, compression="zstd", write_page_checksum=True)
+            os.replace(tmp, folder / name)
+        except BaseException:  # disk full, killed: leave no half file taking space
+            tmp.unlink(missing_ok=True)
+            raise
         written.append(folder / name)
     return written
 

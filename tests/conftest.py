@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,28 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def small_phantom() -> Phantom:
     return make_phantom(PhantomSpec(padding_hu=-2000.0), ScanGeometry.preset("small"), seed=11)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """A factory of real, tiny filesystems (tmpfs of ``size_kb``) for disk-full tests; skips
+    when this process may not mount (needs root with CAP_SYS_ADMIN, as on the project machines)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(size_kb: int) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(point)],
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield make
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)

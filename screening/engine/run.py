@@ -9,6 +9,7 @@ a scan that failed before is tried again and its ``attempt`` counts up.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -42,7 +43,7 @@ from screening.engine.tasks import (
     scan_task,
     segment_task,
 )
-from screening.errors import ClusterError, ConfigError, StoreError
+from screening.errors import ClusterError, ConfigError, DiskFullError, StoreError, is_disk_full
 from screening.fsutil import exclusive_lock
 from screening.measure.config import MeasureConfig
 from screening.measure.store import failed_row, measure_pipeline_id
@@ -462,8 +463,17 @@ def run_cohort(
         sink = ResultSink(out, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
         try:
             _stream(client, plan, settings, sink, summary, limit, progress, cfg)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise _disk_full(out, summary) from e
         finally:
-            sink.flush()
+            try:
+                sink.flush()
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                raise _disk_full(out, summary) from e
         if summary.by_status and not summary.interrupted and plan.n_failed_before:
             # Scans that failed before and were retried now have two rows: keep the latest.
             summary.compacted = compact_results(out)
@@ -521,6 +531,9 @@ def _stream(
         for fut in ac:
             if watchdog is not None and watchdog.fired.is_set():
                 break  # the rest were cancelled: not failures, simply not done
+            if _reports_disk_full(fut):  # stop cleanly; that scan is redone on the re-run
+                client.cancel([f for _, fs in in_flight.values() for f in fs])
+                raise OSError(errno.ENOSPC, "no space left on device (reported by a task)")
             scan, futures = in_flight.pop(fut.key)
             retry = fut.status != "finished" and lost.get(scan.scan_id, 0) < retries
             attempt = plan.prior_failures.get(scan.scan_id, 0) + lost.get(scan.scan_id, 0) + 1
@@ -548,6 +561,25 @@ def _stream(
             "waited for one; finished scans are committed. Bring GPU workers back (or run "
             "without them) and re-run the same command to resume"
         )
+
+
+def _disk_full(out: Path, summary: RunSummary) -> DiskFullError:
+    summary.interrupted = True
+    return DiskFullError(
+        f"no space left on the device while writing the run ({out} or the scan store): the "
+        f"run stopped after {summary.n_finished} scan(s); every row committed before the disk "
+        "filled is kept. Free space and re-run the same command to resume",
+        reason=ReasonCode.DISK_FULL,
+        path=out,
+    )
+
+
+def _reports_disk_full(fut: Any) -> bool:
+    """A task that stopped because its disk is full: not the scan's failure."""
+    if fut.status != "finished":
+        return False
+    rec = fut.result()
+    return not rec["ok"] and rec["reason"] == ReasonCode.DISK_FULL.value
 
 
 class _GpuWatchdog:

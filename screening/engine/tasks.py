@@ -22,7 +22,7 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 from numpy.typing import NDArray
 
-from screening.errors import ScreeningError
+from screening.errors import ScreeningError, is_disk_full
 from screening.measure.config import MeasureConfig
 from screening.model.inference import InferenceConfig
 from screening.model.nnunet import NnUNetConfig
@@ -112,7 +112,9 @@ def _ok(stage: Stage, seconds: float, **extra: Any) -> dict[str, Any]:
 
 def failed_record(stage: Stage, error: BaseException, worker: str | None) -> dict[str, Any]:
     """A failed stage as a small record (the reason comes from the error, else INTERNAL_ERROR)."""
-    reason = getattr(error, "reason", None) or ReasonCode.INTERNAL_ERROR
+    reason = getattr(error, "reason", None) or (
+        ReasonCode.DISK_FULL if is_disk_full(error) else ReasonCode.INTERNAL_ERROR
+    )
     message = (
         str(error) if isinstance(error, ScreeningError) else f"{type(error).__name__}: {error}"
     )
@@ -133,7 +135,10 @@ def _guard(stage: Stage, scan: ScanRef, fn: Callable[[], dict[str, Any]]) -> dic
         log.warning("%s %s: %s", stage.value, scan.scan_id[:16], e)
         return failed_record(stage, e, _worker_name())
     except Exception as e:  # a bug: keep the run going, keep the traceback in the worker log
-        log.exception("%s %s: unexpected error", stage.value, scan.scan_id[:16])
+        if is_disk_full(e):  # not a bug: the run stops on it (engine.run)
+            log.error("%s %s: no space left on device", stage.value, scan.scan_id[:16])
+        else:
+            log.exception("%s %s: unexpected error", stage.value, scan.scan_id[:16])
         return failed_record(stage, e, _worker_name())
 
 

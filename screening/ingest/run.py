@@ -7,6 +7,7 @@ scans-table row out); :func:`ingest` drives discovery and the tasks on the clust
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from screening._version import __version__
 from screening.config import FrozenConfig, require
 from screening.engine.cluster import ClusterConfig, open_client, worker_count
 from screening.engine.stream import run_bounded
-from screening.errors import InputError, ScreeningError
+from screening.errors import DiskFullError, InputError, ScreeningError, is_disk_full
 from screening.ingest.catalog import (
     CatalogWriter,
     check_store_key,
@@ -315,6 +316,17 @@ def ingest(
         shutil.rmtree(staging, ignore_errors=True)
         try:
             _ingest_locked(root, staging, specs, key, cfg, cluster, progress, summary)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise DiskFullError(
+                f"no space left on the device while ingesting into {root} (extracting archives "
+                "or writing scan stores): the ingest stopped cleanly; catalog rows and complete "
+                "scan stores written before are kept, and nothing extracted is left behind. "
+                "Free space and re-run the same command to resume",
+                reason=ReasonCode.DISK_FULL,
+                path=root,
+            ) from e
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return summary
@@ -386,6 +398,8 @@ def _ingest_locked(
                 args=(str(root), cfg, key),
             )
             for outcome in outcomes:
+                if is_disk_full(outcome.error):  # not the scan's fault: stop, redo it later
+                    raise OSError(errno.ENOSPC, "no space left on device (reported by a task)")
                 if outcome.error is not None:
                     row = _failed_row(outcome.item, outcome.error)
                     log.warning("scan %s failed: %s", outcome.item.scan_id[:16], row["message"])

@@ -306,3 +306,30 @@ def test_staging_is_never_left_behind(
     (stale / "IM00001.dcm").write_bytes(b"left by a SIGKILLed ingest")
     ingest([str(good["dir"])], store, key=KEY, cfg=CFG, cluster=cluster)
     assert not (store / ".staging").exists()
+
+
+def test_disk_full_while_ingesting_stops_cleanly_and_resumes(
+    tmp_path: Path, cluster: ClusterConfig, small_disk: Callable[[int], Path]
+) -> None:
+    """ENOSPC while extracting an archive and writing stores, on a real tiny filesystem: a
+    clear error, no extracted DICOM left, and a re-run after freeing space completes."""
+    import subprocess
+
+    from screening.errors import DiskFullError
+
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for k in range(3):
+            for p in _series(tmp_path / f"zipped{k}", 20 + k):
+                zf.write(p, f"series{k}/{p.name}")
+    disk = small_disk(1024)  # the archive's content (~1.5 MB) does not fit
+    store = disk / "store"
+    with pytest.raises(DiskFullError, match="no space left") as err:
+        ingest([str(archive)], store, key=KEY, cfg=CFG, cluster=cluster)
+    assert "re-run" in str(err.value)
+    assert not (store / ".staging").exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    ingest([str(archive)], store, key=KEY, cfg=CFG, cluster=cluster)
+    rows = read_catalog(store).to_pylist()
+    assert sorted(r["status"] for r in rows) == ["ok", "ok", "ok"]
+    assert not (store / ".staging").exists()
