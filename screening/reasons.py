@@ -63,6 +63,7 @@ class ReasonCode(StrEnum):
     SIZE_LIMIT = "SIZE_LIMIT"  # larger than the configured voxel limit
     NON_FINITE_VALUES = "NON_FINITE_VALUES"  # NaN / infinite voxels in a float image
     PIXEL_SPACING_INVALID = "PIXEL_SPACING_INVALID"  # PixelSpacing zero, negative or not finite
+    IMAGE_PLANE_INVALID = "IMAGE_PLANE_INVALID"  # orientation not unit/orthogonal, or not finite
     MASK_GRID_MISMATCH = "MASK_GRID_MISMATCH"  # reference mask does not cover the CT grid
     # measurement and QC
     CONTRAST_HEADER = "CONTRAST_HEADER"  # contrast agent recorded in the DICOM header

@@ -401,6 +401,12 @@ def classify(h: DicomHeader) -> tuple[ReasonCode, str] | None:
         return ReasonCode.NOT_A_VOLUME, "multi-frame (enhanced) CT is not supported yet"
     if h.orientation is None or h.position is None or h.pixel_spacing is None:
         return ReasonCode.NOT_A_VOLUME, "no image plane (orientation, position or pixel spacing)"
+    if not _plane_valid(h.orientation, h.position):
+        return (
+            ReasonCode.IMAGE_PLANE_INVALID,
+            f"ImageOrientationPatient {list(h.orientation)} / ImagePositionPatient "
+            f"{list(h.position)}: expected finite values and two orthogonal unit vectors",
+        )
     if h.rows <= 0 or h.columns <= 0:
         return ReasonCode.NOT_A_VOLUME, "no Rows / Columns"
     if not all(np.isfinite(s) and s > 0 for s in h.pixel_spacing):
@@ -410,6 +416,20 @@ def classify(h: DicomHeader) -> tuple[ReasonCode, str] | None:
             f"PixelSpacing {list(h.pixel_spacing)} mm; expected two positive values",
         )
     return None
+
+
+def _plane_valid(orientation: Sequence[float], position: Sequence[float]) -> bool:
+    """Finite position; row and column cosines finite, unit length and orthogonal (1 %)."""
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    if not (np.all(np.isfinite(row)) and np.all(np.isfinite(col))):
+        return False
+    if not np.all(np.isfinite(np.asarray(position, float))):
+        return False
+    return bool(
+        abs(np.linalg.norm(row) - 1) < 0.01
+        and abs(np.linalg.norm(col) - 1) < 0.01
+        and abs(float(row @ col)) < 0.01
+    )
 
 
 def _age_years(ds: Any) -> float | None:
@@ -709,11 +729,16 @@ def slice_outliers(ct: NDArray[np.int16]) -> list[int]:
     if n < 4:
         return []
     sub = ct[:, ::4, ::4].astype(np.float32)
-    r = np.abs(sub[1:-1] - 0.5 * (sub[:-2] + sub[2:])).mean(axis=(1, 2))  # r[k - 1]: slice k
-    limit = max(_SLICE_RESIDUAL_FACTOR * float(np.median(r)), _SLICE_RESIDUAL_MIN_HU)
+    r = np.empty(n, dtype=np.float64)  # how far each slice is from what its neighbours predict
+    r[1:-1] = np.abs(sub[1:-1] - 0.5 * (sub[:-2] + sub[2:])).mean(axis=(1, 2))
+    # End slices: predicted from the next two (linear extrapolation; about twice the noise of
+    # an interior prediction, well inside the limit for intact scans).
+    r[0] = np.abs(sub[0] - (2 * sub[1] - sub[2])).mean()
+    r[-1] = np.abs(sub[-1] - (2 * sub[-2] - sub[-3])).mean()
+    limit = max(_SLICE_RESIDUAL_FACTOR * float(np.median(r[1:-1])), _SLICE_RESIDUAL_MIN_HU)
     padded = np.concatenate([[0.0], r, [0.0]])
     peak = (padded[1:-1] > padded[:-2]) & (padded[1:-1] >= padded[2:])
-    return [int(k) + 1 for k in np.flatnonzero((r > limit) & peak)]
+    return [int(k) for k in np.flatnonzero((r > limit) & peak)]
 
 
 def _decode_stack(

@@ -333,3 +333,43 @@ def test_disk_full_while_ingesting_stops_cleanly_and_resumes(
     rows = read_catalog(store).to_pylist()
     assert sorted(r["status"] for r in rows) == ["ok", "ok", "ok"]
     assert not (store / ".staging").exists()
+
+
+def test_invalid_image_planes(tmp_path: Path, good: dict[str, Any], cluster: ClusterConfig) -> None:
+    """A zero ImageOrientationPatient (was an INTERNAL_ERROR) and a NaN ImagePositionPatient
+    (was sorted last and made the slice step NaN) are rows naming their files."""
+
+    def build(cohort: Path) -> None:
+        _edit(_series(cohort / "zero", 11), lambda ds, i: setattr(
+            ds, "ImageOrientationPatient", [0, 0, 0, 0, 0, 0]))  # fmt: skip
+        nan = _series(cohort / "nan", 12)
+        ds = pydicom.dcmread(nan[0])
+        ds["ImagePositionPatient"].value = "NaN\\0\\0"
+        ds.save_as(nan[0])
+
+    rows, _ = _ingest_with(tmp_path, good, cluster, build)
+    zero = [r for r in rows if "zero" in r["source_path"]]
+    assert [r["reason"] for r in zero] == ["IMAGE_PLANE_INVALID"]
+    nan = sorted((r["reason"] or "ok", r["message"] or "") for r in rows if "nan" in
+                 r["source_path"])  # fmt: skip
+    assert [reason for reason, _ in nan] == ["IMAGE_PLANE_INVALID", "ok"]
+    assert "1 file(s)" in nan[0][1] and "IM000" in nan[0][1]  # one file; the rest is a volume
+
+
+def test_a_damaged_last_slice(tmp_path: Path, good: dict[str, Any], cluster: ClusterConfig) -> None:
+    def build(cohort: Path) -> None:
+        paths = _series(cohort / "last", 13)
+        ds = pydicom.dcmread(paths[-1])
+        ds.PixelData = (ds.pixel_array // 3).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(paths[-1])
+
+    rows, _ = _ingest_with(tmp_path, good, cluster, build)
+    row = _only(rows, "PIXELDATA_CORRUPT")
+    assert paths_name(row["message"]) == "IM00048.dcm"
+
+
+def paths_name(message: str) -> str:
+    import re
+
+    found = re.findall(r"(IM\d{5}\.dcm)", message)
+    return found[0] if found else ""
