@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench lint clean demo-weights
+.PHONY: demo test test-slow bench lint clean demo-weights gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,25 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The GPU checks (bench/gpu.sh) run on a lent GPU machine whose python3 (3.12, CUDA torch)
+# lacks some of our packages and cannot reach PyPI: fetch them here as wheels into .whl/, with a
+# copy of the real CT fixtures the checks use in .gpudata/ (both git-ignored, carried by the call).
+GPU_WHEELS := dask distributed donfig locket partd tblib zict tornado zarr numcodecs monai \
+	pydicom pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg pylibjpeg-rle nibabel mrcfile pytz
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl .gpudata/real
+	for p in $(GPU_WHEELS); do \
+		v=$$(grep -i "^$$p==" constraints.txt | cut -d= -f3); \
+		$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+			--implementation cp --platform manylinux_2_28_x86_64 \
+			--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+			--platform manylinux_2_24_x86_64 --platform manylinux_2_31_x86_64 \
+			--platform manylinux_2_34_x86_64 --platform manylinux_2_35_x86_64 \
+			-d .whl "$$p==$$v" || exit 1; \
+	done
+	cp -r ../shared/data/real/totalsegmentator-example ../shared/data/real/lits-117 .gpudata/real/
+	du -sh .whl .gpudata
 
 lint: $(STAMP)
 	$(BIN)/ruff check screening tests bench
