@@ -1,8 +1,11 @@
 """Reference masks (from the ingest manifest) brought onto the CT grid as ``seg_reference``.
 
-Both grids are canonical and axis-aligned, so voxel centres map axis by axis through physical
-(LPS mm) coordinates. When the grids are the same (shape, spacing, origin within tolerance) the
-mask is used as is; otherwise it is resampled by nearest neighbour (never interpolated) and the
+Both grids are canonical, so voxel centres map axis by axis through physical (LPS mm)
+coordinates. Canonicalisation drops any rotation, so this mapping is only right when the mask's
+voxel axes are parallel to the CT's (up to order and sign): :func:`axes_angle_deg` measures that,
+and a mask rotated beyond :data:`MASK_AXES_TOLERANCE_DEG` is refused (MASK_GRID_MISMATCH).
+When the grids are the same (shape, spacing, origin within tolerance) the mask is used as is;
+otherwise it is resampled by nearest neighbour (never interpolated) and the
 store records that it was.
 """
 
@@ -10,19 +13,76 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import permutations
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from screening.errors import ValidationError
 from screening.reasons import ReasonCode
 
-__all__ = ["LABEL_LIVER", "LABEL_SPLEEN", "MaskOnGrid", "combine_labels", "mask_to_grid"]
+__all__ = [
+    "LABEL_LIVER",
+    "LABEL_SPLEEN",
+    "MASK_AXES_TOLERANCE_DEG",
+    "MaskOnGrid",
+    "axes_angle_deg",
+    "combine_labels",
+    "mask_to_grid",
+]
 
 LABEL_LIVER = 1
 LABEL_SPLEEN = 2
 _ORIGIN_TOL_FRACTION = 0.05  # of the smallest voxel side
 _SPACING_TOL_REL = 1e-3
+#: Largest angle between a mask voxel axis and the CT voxel axis it is matched with.
+MASK_AXES_TOLERANCE_DEG = 1.0
+
+
+def axes_angle_deg(mask_direction: ArrayLike, ct_direction: ArrayLike) -> float:
+    """Angle by which a mask's voxel axes are rotated away from the CT's, ignoring order and sign.
+
+    Each mask axis is paired with one CT axis; the pairing (of the six) with the smallest
+    largest angle is used, and the angle between two axes ignores their sign. So a mask on the
+    CT's own axes, or on those axes flipped or permuted (both are canonicalised), gives 0, while
+    a mask whose affine is rotated by 30 degrees about z gives 30.
+
+    Parameters
+    ----------
+    mask_direction, ct_direction : (3, 3) array_like of float
+        Row ``a`` is the direction (any nonzero length) of voxel axis ``a`` in LPS, as in
+        :attr:`screening.ingest.nifti.NiftiGrid.direction` and
+        :attr:`screening.ingest.volume.ScanVolume.direction`.
+
+    Returns
+    -------
+    float
+        The angle in degrees, in [0, 90].
+
+    Raises
+    ------
+    ValueError
+        When either input is not a (3, 3) array of finite values with nonzero rows.
+
+    Examples
+    --------
+    >>> ct = np.eye(3)
+    >>> axes_angle_deg([[0, 0, 1.0], [0, -2.0, 0], [1.0, 0, 0]], ct)  # permuted, flipped
+    0.0
+    >>> c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    >>> round(axes_angle_deg([[c, s, 0], [-s, c, 0], [0, 0, 1]], ct), 6)
+    30.0
+    """
+    units = []
+    for name, value in (("mask_direction", mask_direction), ("ct_direction", ct_direction)):
+        m = np.asarray(value, dtype=np.float64)
+        norms = np.linalg.norm(m, axis=-1, keepdims=True) if m.ndim == 2 else None
+        if m.shape != (3, 3) or not np.all(np.isfinite(m)) or norms is None or np.any(norms == 0):
+            raise ValueError(f"{name} must be a (3, 3) finite array with nonzero rows, got {m!r}")
+        units.append(m / norms)
+    cosines = np.clip(np.abs(units[0] @ units[1].T), 0.0, 1.0)  # [mask axis, ct axis]
+    best = max(min(float(cosines[a, p[a]]) for a in range(3)) for p in permutations(range(3)))
+    return float(np.degrees(np.arccos(best)))
 
 
 @dataclass(frozen=True)

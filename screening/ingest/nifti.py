@@ -198,9 +198,23 @@ def read_nifti_labels(
     path: str, labels: tuple[int, ...] | None, max_voxels: int
 ) -> tuple[NDArray[np.bool_], NiftiGrid]:
     """Read a mask as a canonical boolean array: voxels equal to any of ``labels`` (nonzero when
-    ``labels`` is None). Returns the mask and its grid for alignment with the CT."""
+    ``labels`` is None). Returns the mask and its grid for alignment with the CT.
+
+    Any rotation is accepted here; the caller compares ``grid.direction`` with the CT's axes
+    (:func:`screening.ingest.masks.axes_angle_deg`). Axes that match no patient axes at all
+    are MASK_GRID_MISMATCH (the mask, not the CT, is at fault)."""
     img = _load(path)
-    grid = read_grid(img, path, max_voxels, axial_tolerance_deg=90.0)
+    try:
+        grid = read_grid(img, path, max_voxels, axial_tolerance_deg=90.0)
+    except ValidationError as e:
+        if e.reason is not ReasonCode.NOT_AXIAL:
+            raise
+        raise ValidationError(
+            f"mask voxel axes match no patient axes ({e.message}); expected a mask on the CT's "
+            "grid axes: resample it onto the CT first",
+            reason=ReasonCode.MASK_GRID_MISMATCH,
+            path=path,
+        ) from e
     data = np.asanyarray(img.dataobj)
     hit = data != 0 if labels is None else np.isin(np.rint(data), labels)
     return np.ascontiguousarray(_canonical_view(hit, grid.axes)), grid

@@ -32,7 +32,12 @@ from screening.ingest.catalog import (
 )
 from screening.ingest.dicom import DicomHeader, FileProblem, covariates, read_dicom_series
 from screening.ingest.discovery import NiftiFile, Rejection, WorkItem, plan, scan_files
-from screening.ingest.masks import combine_labels, mask_to_grid
+from screening.ingest.masks import (
+    MASK_AXES_TOLERANCE_DEG,
+    axes_angle_deg,
+    combine_labels,
+    mask_to_grid,
+)
 from screening.ingest.nifti import is_nifti, read_nifti_ct, read_nifti_labels
 from screening.ingest.pseudonym import PseudonymKey, missing_key_error
 from screening.ingest.sources import FoundFile, SourceProblem, SourceSpec, walk_source
@@ -144,6 +149,17 @@ def _reference_labels(item: WorkItem, volume: ScanVolume, cfg: IngestConfig) -> 
                 path=path,
             )
         mask, grid = read_nifti_labels(path, labels, cfg.validation.max_voxels)
+        # Both grids are canonicalised, which drops rotation: a mask on other axes would land
+        # in the wrong place, so it must share the CT's axes (up to order and sign).
+        angle = axes_angle_deg(grid.direction, volume.direction)
+        if angle > MASK_AXES_TOLERANCE_DEG:
+            raise InputError(
+                f"{organ} mask {os.path.basename(path)} has voxel axes rotated {angle:.1f} deg "
+                f"from the CT's (tolerance {MASK_AXES_TOLERANCE_DEG} deg); expected a mask on "
+                "the CT's grid axes: resample it onto the CT (same affine rotation) first",
+                reason=ReasonCode.MASK_GRID_MISMATCH,
+                path=path,
+            )
         on_grid = mask_to_grid(
             mask, grid.spacing_mm, grid.origin_mm, volume.shape, volume.spacing_mm,
             volume.origin_mm, path=path,
