@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from screening.engine import ClusterConfig
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
 
@@ -28,6 +29,17 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real CT fixtures not found at {REAL_DATA} (only on the project machines)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterConfig]:
+    """A one-worker local Dask cluster (processes) shared by one test module's ingests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as lc:
+        yield ClusterConfig(scheduler=lc.scheduler_address)
 
 
 @pytest.fixture(scope="session")

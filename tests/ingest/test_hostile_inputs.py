@@ -12,14 +12,13 @@ import io
 import os
 import shutil
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
-from distributed import LocalCluster
 
 from screening.engine import ClusterConfig
 from screening.errors import KeyMissingError
@@ -30,14 +29,6 @@ from screening.synthetic.writers import DicomInfo, write_dicom_series
 KEY = PseudonymKey(b"hostile-key-" + b"h" * 32)
 CFG = IngestConfig(validation=ValidationConfig(min_slices=8))
 PATIENT = "HOSTILE-PATIENT-5"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterConfig]:
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as lc:
-        yield ClusterConfig(scheduler=lc.scheduler_address)
 
 
 def _series(out: Path, seed: int, syntax: str = "explicit") -> list[Path]:

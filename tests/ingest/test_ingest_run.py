@@ -10,7 +10,6 @@ import json
 import os
 import random
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pydicom
 import pytest
-from distributed import LocalCluster
 
 from screening.engine import ClusterConfig
 from screening.errors import ConfigError, KeyMissingError, StoreError
@@ -42,14 +40,6 @@ from screening.synthetic.writers import DicomInfo, write_dicom_series, write_nif
 KEY = PseudonymKey(b"test-key-" + b"x" * 32)
 CFG = IngestConfig(validation=ValidationConfig(min_slices=8))
 FAKE_IDENTIFIERS = ("SYN-PATIENT-77", "DOE^JANE", "ACC-99881", "19600101", "Synthetic General")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterConfig]:
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as lc:
-        yield ClusterConfig(scheduler=lc.scheduler_address)
 
 
 def _phantom(seed: int, **geom: Any) -> Phantom:

@@ -8,14 +8,12 @@ flipped or permuted, must keep landing on exactly the same voxels.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
-from distributed import LocalCluster
 from numpy.typing import NDArray
 
 from screening.engine import ClusterConfig
@@ -87,14 +85,6 @@ def test_mask_axes_matching_no_patient_axes_are_a_mask_mismatch(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------- end to end through ingest
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterConfig]:
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as lc:
-        yield ClusterConfig(scheduler=lc.scheduler_address)
 
 
 def _save(data: NDArray[Any], affine: NDArray[np.float64], path: Path) -> None:

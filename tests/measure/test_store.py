@@ -7,13 +7,11 @@ read back by DuckDB, PNG decoded by Pillow.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pytest
-from distributed import LocalCluster
 from PIL import Image
 
 from screening.cli import main
@@ -42,14 +40,6 @@ NUMERIC = (
     "liver_spleen_ratio",
     "pdff_est_pct",
 )
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterConfig]:
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as lc:
-        yield ClusterConfig(scheduler=lc.scheduler_address)
 
 
 @pytest.fixture(scope="module")
