@@ -307,7 +307,8 @@ class ScanStore:
         if expected and ct_sha256(data) != expected:
             raise StoreError(
                 "ct does not match the ct_sha256 recorded at ingest: a chunk is missing or was "
-                "changed since; re-ingest the scan (its source files are untouched)",
+                f"changed since. Delete {self.path.name} from the store's scans/ folder and "
+                "re-ingest its source (a complete store is otherwise skipped), then re-run",
                 reason=ReasonCode.STORE_CORRUPT,
                 path=self.path / name,
             )
