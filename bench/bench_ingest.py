@@ -18,7 +18,7 @@ before timing, so every timed run reads them from the page cache (CPU-bound numb
 * ``e2e``: ``walk_source`` + ``scan_files`` (header reads) + ``plan`` + ``ingest_series``, no
   Dask: what one worker does for one series, discovery included.
 * ``e2e_worker``: the same function run as a task on one single-threaded worker of the
-  embedded Dask cluster (``screening.engine.open_client``, so with its malloc settings); wall
+  embedded Dask cluster (``screening.runtime.open_client``, so with its malloc settings); wall
   time seen by the client (task round trip included), CPU seconds measured inside the worker.
 * ``phase_*``: the steps inside the task, each timed alone on the same input, so the time
   can be attributed (they add up to about the task; the remainder is Python glue). Some are
@@ -379,7 +379,7 @@ def _warm_lazy_imports(paths: Sequence[str]) -> None:
     import zarr
     from zarr.storage import MemoryStore
 
-    from screening.ingest.store import StoreConfig
+    from screening.store.scan import StoreConfig
 
     baseline_read(paths[:1])
     group = zarr.open_group(store=MemoryStore(), mode="w", zarr_format=3)
@@ -480,14 +480,14 @@ def bench_ingest(
     """All cases and phases; sizes, throughputs and goals are in each Result's ``meta``."""
     import pydicom
 
-    from screening.engine import ClusterConfig, open_client
     from screening.ingest import IngestConfig, PseudonymKey
     from screening.ingest import dicom as dicom_mod
     from screening.ingest.discovery import plan, scan_files
     from screening.ingest.run import ingest_series
-    from screening.ingest.store import StoreConfig, ct_sha256, write_scan_store
     from screening.ingest.validate import validate_stack
     from screening.ingest.volume import hu_int16_in_place, to_hu_int16
+    from screening.runtime import ClusterConfig, open_client
+    from screening.store.scan import StoreConfig, ct_sha256, write_scan_store
 
     reps = repeats if repeats is not None else (QUICK_REPEATS if quick else REPEATS)
     warmup = 1
@@ -594,7 +594,7 @@ def bench_ingest(
             store_row = ingest_series(item, str(store), cfg, key)
             assert store_row["status"] == "ok", store_row
             store_bytes = _dir_bytes(store / store_row["store_path"])
-            from screening.ingest.store import open_scan_store
+            from screening.store.scan import open_scan_store
 
             ours = open_scan_store(store / store_row["store_path"]).read()
             base = baseline_read(fx.paths)

@@ -128,9 +128,9 @@ def write_stores(root: Path, scans: list[Scan], n: int | None = None) -> list[st
     """Complete scan stores with ``ok`` catalog rows, written directly (as the engine tests
     do; ingest is benchmarked on its own). With ``n``, the scans are cycled to ``n`` stores."""
     from screening._version import __version__
-    from screening.ingest.catalog import CatalogWriter
-    from screening.ingest.store import StoreConfig, write_scan_store
-    from screening.ingest.volume import ScanVolume
+    from screening.store.catalog import CatalogWriter
+    from screening.store.scan import StoreConfig, write_scan_store
+    from screening.store.volume import ScanVolume
 
     writer = CatalogWriter(root)
     ids = []
@@ -231,9 +231,9 @@ def workers_cpu(client: Any) -> float:
 
 def timed_run(client: Any, store: Path, results: Path, cfg: Any) -> dict[str, Any]:
     """One ``run_cohort``: wall, client CPU (client + scheduler threads), worker CPU, rows."""
-    from screening.engine import run_cohort
-    from screening.engine.sink import MEASUREMENTS_DIR
+    from screening.pipeline import run_cohort
     from screening.schemas import load_table_schema
+    from screening.store.results import MEASUREMENTS_DIR
     from screening.tables import read_dataset
 
     with client.as_current():
@@ -258,9 +258,9 @@ def timed_run(client: Any, store: Path, results: Path, cfg: Any) -> dict[str, An
 
 def in_process(store: Path, results: Path, cfg: Any) -> dict[str, Any]:
     """The baseline: the same three tasks called in this process, rows into a ResultSink."""
-    from screening.engine.run import plan_run, stage_settings
-    from screening.engine.sink import MEASUREMENTS_DIR, ResultSink
-    from screening.engine.tasks import measure_task, preprocess_task, segment_task
+    from screening.pipeline.run import plan_run, stage_settings
+    from screening.pipeline.tasks import measure_task, preprocess_task, segment_task
+    from screening.store.results import MEASUREMENTS_DIR, ResultSink
 
     t0 = time.perf_counter()
     settings = stage_settings(cfg, results)
@@ -301,7 +301,7 @@ def dask_floor(client: Any, store: Path, results: Path, cfg: Any, limit: int) ->
     StageSettings), streamed as ``run_cohort`` streams them (``limit`` scans in flight)."""
     from distributed import as_completed
 
-    from screening.engine.run import plan_run, stage_settings
+    from screening.pipeline.run import plan_run, stage_settings
 
     settings = stage_settings(cfg, results)
     todo = plan_run(store, results, settings.pipeline_id, retry_failed=True).todo
@@ -451,7 +451,7 @@ def malloc_diagnostic(pristine: Path) -> dict[str, Any] | None:
 
 
 def _open(stack: ExitStack, workers: int) -> Any:
-    from screening.engine import ClusterConfig, open_client
+    from screening.runtime import ClusterConfig, open_client
 
     t0 = time.perf_counter()
     client = stack.enter_context(open_client(ClusterConfig(workers=workers, dashboard=False)))
@@ -462,7 +462,7 @@ def _open(stack: ExitStack, workers: int) -> Any:
 
 def bench_scaling_memory(quick: bool, work: Path) -> dict[str, Any]:
     """(1) scaling and (4) throughput on small and full scans, (3) memory of one full scan."""
-    from screening.engine import RunConfig
+    from screening.pipeline import RunConfig
     from screening.reasons import Segmenter
 
     repeats, full_repeats, n_full = (1, 1, 2) if quick else (5, 3, 3)
@@ -562,7 +562,7 @@ def bench_scaling_memory(quick: bool, work: Path) -> dict[str, Any]:
 
 def bench_overhead(quick: bool, work: Path) -> dict[str, Any]:
     """(2) per-scan overhead of the distributed run over the same tasks called in-process."""
-    from screening.engine import RunConfig
+    from screening.pipeline import RunConfig
     from screening.reasons import Segmenter
 
     n, repeats = (200, 1) if quick else (1000, 3)

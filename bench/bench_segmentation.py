@@ -125,11 +125,11 @@ def bench_inference(
     model = load_model("demo", device=device)
     out: dict[str, Any] = {"device": device, "threads": threads, "cases": {}}
     cases = {
-        "demo": (model, InferenceConfig()),
+        "demo": (model, InferenceConfig(cascade=False)),
         "demo_cascade": (model, InferenceConfig(cascade=True)),
     }
     if paper_grid:
-        cases["paper_grid_untrained"] = (_paper_grid_model(device), InferenceConfig())
+        cases["paper_grid_untrained"] = (_paper_grid_model(device), InferenceConfig(cascade=False))
     for name, (m, cfg) in cases.items():
         n = 1 if name.startswith("paper") else repeats
         runs = []
@@ -186,9 +186,9 @@ def peak_memory(device: str, threads: int, cascade: bool) -> dict[str, Any]:
 
 
 def bench_accuracy(n: int, threads: int, device: str, work: Path) -> dict[str, Any]:
-    from screening.ingest import read_catalog
-    from screening.ingest.store import open_scan_store
     from screening.model import InferenceConfig, dice_per_label, load_model, segment_volume
+    from screening.store import read_catalog
+    from screening.store.scan import open_scan_store
 
     cohort, store = held_out_store(work, n)
     scans = read_catalog(store).to_pylist()
@@ -203,7 +203,10 @@ def bench_accuracy(n: int, threads: int, device: str, work: Path) -> dict[str, A
         s = open_scan_store(store / scan["store_path"])
         ct, ref = s.read("ct"), s.read("seg_reference")
         row: dict[str, Any] = {"case_id": scan["case_id"], "status": "ok"}
-        for name, cfg in (("full", InferenceConfig()), ("cascade", InferenceConfig(cascade=True))):
+        for name, cfg in (
+            ("full", InferenceConfig(cascade=False)),
+            ("cascade", InferenceConfig(cascade=True)),
+        ):
             t0 = time.perf_counter()
             res = segment_volume(model, ct, s.spacing_mm, cfg, device=device, threads=threads)
             d = dice_per_label(res.labels, ref)

@@ -28,9 +28,9 @@ def emit(md: str, res: Any, out: Path | None, json_path: Path | None) -> None:
 def held_out_store(work: Path, n: int, prevalence: float = 0.4) -> tuple[Path, Path]:
     """Synthesise the held-out cohort under ``work`` and ingest it (one local worker) with a
     throw-away key; return ``(cohort_dir, store_dir)``."""
-    from screening.engine import ClusterConfig
     from screening.ingest import ingest, read_manifest
     from screening.ingest.pseudonym import PseudonymKey
+    from screening.runtime import ClusterConfig
     from screening.synthetic.cohort import generate_cohort
 
     cohort, store = work / "cohort", work / "store"

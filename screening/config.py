@@ -1,4 +1,4 @@
-"""Helpers shared by the frozen configuration dataclasses (CONVENTIONS 4).
+"""Helpers shared by the frozen configuration dataclasses (docs/architecture.md, Defaults).
 
 Each stage declares ``@dataclass(frozen=True, kw_only=True)`` and inherits :class:`FrozenConfig`
 for ``to_dict`` / ``from_dict`` / ``digest``. Validation lives in each class's ``__post_init__``.
@@ -99,8 +99,8 @@ def pipeline_id(
     engine_version: str,
     extra: dict[str, str] | None = None,
 ) -> str:
-    """Identity of a result (DESIGN §4): sha256 of the segmenter, the weights' sha256, every
-    stage's configuration and the engine's major version. Equal inputs give equal ids, so a
+    """Identity of a result (docs/data-contracts.md): sha256 of the segmenter, the weights'
+    sha256, every stage's configuration and the engine's major version. Equal inputs give equal ids, so a
     re-run of the same pipeline finds its earlier rows. ``extra`` adds further identities
     (e.g. the cascade's coarse weights); it is left out of the hash when empty, so ids made
     without it stay the same."""

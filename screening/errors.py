@@ -1,4 +1,5 @@
-"""The error hierarchy (CONVENTIONS 6).
+"""The error hierarchy (every error says what was received, what was expected and how to fix
+it, and carries its reason code and file).
 
 Every error says what was received, what was expected and how to fix it, and carries the
 reason code (:class:`~screening.reasons.ReasonCode`) and the file it concerns. Concrete errors
@@ -29,6 +30,7 @@ __all__ = [
     "StoreError",
     "ValidationError",
     "attempt_import",
+    "failure_reason",
     "is_disk_full",
 ]
 
@@ -112,6 +114,25 @@ class StoreError(ScreeningError, OSError):
 class DiskFullError(StoreError):
     """No space left on a device while writing: the job stopped cleanly, what it committed is
     kept, and re-running the same command after freeing space resumes."""
+
+
+def failure_reason(error: BaseException) -> tuple[ReasonCode, str]:
+    """The reason code and message a failure row records for ``error`` (the one rule for every
+    stage): the error's own reason; else DISK_FULL for a full disk, WORKER_LOST for a worker
+    process that died (Dask's ``KilledWorker``), INTERNAL_ERROR for anything else (a bug). The
+    message of a :class:`ScreeningError` is kept as is; others are prefixed with their type.
+
+    >>> failure_reason(ValueError("bad"))
+    (<ReasonCode.INTERNAL_ERROR: 'INTERNAL_ERROR'>, 'ValueError: bad')
+    """
+    if isinstance(error, ScreeningError):
+        return error.reason or ReasonCode.INTERNAL_ERROR, str(error)
+    message = f"{type(error).__name__}: {error}"
+    if is_disk_full(error):
+        return ReasonCode.DISK_FULL, message
+    if type(error).__name__ == "KilledWorker":  # distributed's, not imported here
+        return ReasonCode.WORKER_LOST, message
+    return ReasonCode.INTERNAL_ERROR, message
 
 
 def is_disk_full(error: BaseException | None) -> bool:

@@ -1,4 +1,5 @@
-"""Coordinate conventions shared by readers, writers and the synthetic generator (DESIGN §4).
+"""Coordinate conventions shared by readers, writers and the synthetic generator
+(docs/data-contracts.md).
 
 Canonical volumes are indexed ``(z, y, x)`` with x toward the patient's Left, y toward
 Posterior and z toward Superior (DICOM LPS). Column 0 is the patient's right, as in

@@ -272,7 +272,7 @@ def write_prep(
     An existing ``prep`` made with the same configuration is kept (a task that ran twice).
     Returns a small record: shape, spacing and the configuration digest.
     """
-    from screening.ingest.store import open_scan_store, write_derived_array
+    from screening.store.scan import open_scan_store, write_derived_array
 
     store = open_scan_store(store_path)
     digest = cfg.digest()

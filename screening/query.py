@@ -51,7 +51,7 @@ def connect(results: str | os.PathLike[str], store: str | os.PathLike[str] | Non
     con = duckdb.connect()
     datasets = {"measurements": root / "measurements", "failures": root / "failures"}
     if store is not None:
-        from screening.ingest.catalog import CATALOG_DIR
+        from screening.store.catalog import CATALOG_DIR
 
         datasets["scans"] = Path(store) / CATALOG_DIR
     for name, folder in datasets.items():

@@ -1,4 +1,4 @@
-"""Reason codes (DESIGN §5) and the other categories that land in Parquet.
+"""Reason codes (docs/data-contracts.md) and the other categories that land in Parquet.
 
 One StrEnum per category. The same values are listed in ``schemas/*.yaml`` under
 ``categories``; ``tests/test_schemas.py`` fails when the two drift apart.

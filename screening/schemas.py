@@ -1,4 +1,4 @@
-"""Load the data contracts in ``schemas/`` (DESIGN §4) and check tables against them.
+"""Load the data contracts in ``schemas/`` (docs/data-contracts.md) and check tables against them.
 
 The YAML files are the single source of truth. They live at the repository root and ship inside
 the wheel as ``screening/_schemas``; this module finds them in either place.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from screening.engine import ClusterConfig
+from screening.runtime import ClusterConfig
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
 

@@ -11,8 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from screening.errors import ConfigError
-from screening.ingest.store import StoreConfig, open_scan_store, write_scan_store
-from screening.ingest.volume import ScanVolume
 from screening.preprocess import (
     PreprocessConfig,
     grid_shape,
@@ -20,6 +18,8 @@ from screening.preprocess import (
     resample_labels_nearest,
     resample_linear,
 )
+from screening.store.scan import StoreConfig, open_scan_store, write_scan_store
+from screening.store.volume import ScanVolume
 
 EYE = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 spacings = st.tuples(*(st.sampled_from([0.5, 0.7, 0.93, 1.25, 2.5, 3.0, 5.0]) for _ in range(3)))

@@ -8,13 +8,13 @@ import pytest
 
 from screening.cli import main
 from screening.errors import ConfigError
-from screening.ingest.catalog import CATALOG_DIR
-from screening.ingest.store import StoreConfig, write_scan_store
-from screening.ingest.volume import ScanVolume
 from screening.measure import MeasureConfig, measure_stores
 from screening.query import EXAMPLE_QUERIES, run_query
 from screening.reasons import Segmenter
 from screening.schemas import load_table_schema
+from screening.store.catalog import CATALOG_DIR
+from screening.store.scan import StoreConfig, write_scan_store
+from screening.store.volume import ScanVolume
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.tables import write_part
 

@@ -1,4 +1,4 @@
-"""The data contracts in schemas/ against the code and against DESIGN §4."""
+"""The data contracts in schemas/ against the code and against docs/data-contracts.md."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from screening.schemas import (
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Columns DESIGN.md §4 names for each table (the fixed contract analysts rely on).
+# Columns docs/data-contracts.md names for each table (the fixed contract analysts rely on).
 DESIGN_COLUMNS = {
     "scans": """scan_id patient_pseudo_id cohort site source_format manufacturer model kvp
         convolution_kernel slice_thickness_mm n_slices spacing_z_mm spacing_y_mm spacing_x_mm
@@ -61,7 +61,7 @@ def test_expected_tables_are_shipped():
 def test_design_columns_present(table):
     names = set(load_table_schema(table).names)
     missing = set(DESIGN_COLUMNS[table].split()) - names
-    assert not missing, f"{table} lacks DESIGN §4 columns {sorted(missing)}"
+    assert not missing, f"{table} lacks data-contract columns {sorted(missing)}"
 
 
 @pytest.mark.parametrize("category", sorted(ENUM_FOR_CATEGORY))

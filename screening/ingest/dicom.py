@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 
 from screening.errors import DicomReadError, ValidationError
 from screening.ingest.validate import SliceStack, ValidationConfig, validate_stack
-from screening.ingest.volume import ScanVolume, hu_int16_in_place, to_hu_int16
+from screening.ingest.volume import hu_int16_in_place, to_hu_int16
 from screening.reasons import SYNTHETIC_MARK, ReasonCode, SourceFormat
+from screening.store.volume import ScanVolume
 
 __all__ = [
     "DicomHeader",

@@ -18,12 +18,11 @@ from itertools import permutations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from screening.constants import LIVER_LABEL, SPLEEN_LABEL
 from screening.errors import ValidationError
 from screening.reasons import ReasonCode
 
 __all__ = [
-    "LABEL_LIVER",
-    "LABEL_SPLEEN",
     "MASK_AXES_TOLERANCE_DEG",
     "MaskOnGrid",
     "axes_angle_deg",
@@ -31,8 +30,6 @@ __all__ = [
     "mask_to_grid",
 ]
 
-LABEL_LIVER = 1
-LABEL_SPLEEN = 2
 _ORIGIN_TOL_FRACTION = 0.05  # of the smallest voxel side
 _SPACING_TOL_REL = 1e-3
 #: Largest angle between a mask voxel axis and the CT voxel axis it is matched with.
@@ -159,10 +156,10 @@ def combine_labels(
     both masks (they stay liver: the liver is what is measured)."""
     labels = np.zeros(tuple(shape), dtype=np.uint8)
     if spleen is not None:
-        labels[spleen] = LABEL_SPLEEN
+        labels[spleen] = SPLEEN_LABEL
     overlap = 0
     if liver is not None:
         if spleen is not None:
             overlap = int(np.count_nonzero(liver & spleen))
-        labels[liver] = LABEL_LIVER
+        labels[liver] = LIVER_LABEL
     return labels, overlap

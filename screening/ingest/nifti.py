@@ -15,8 +15,9 @@ from numpy.typing import NDArray
 
 from screening.errors import InputError, ValidationError
 from screening.geometry import lps_to_ras
-from screening.ingest.volume import CanonicalAxes, ScanVolume, canonical_axes, to_hu_int16
+from screening.ingest.volume import CanonicalAxes, canonical_axes, to_hu_int16
 from screening.reasons import SYNTHETIC_MARK, ReasonCode, SourceFormat
+from screening.store.volume import ScanVolume
 
 __all__ = ["NIFTI_SUFFIXES", "NiftiGrid", "is_nifti", "read_nifti_ct", "read_nifti_labels"]
 

@@ -1,4 +1,5 @@
-"""Pseudonymisation: keyed hashes instead of patient and series identifiers (DESIGN §4).
+"""Pseudonymisation: keyed hashes instead of patient and series identifiers
+(docs/data-contracts.md).
 
 ``scan_id`` and ``patient_pseudo_id`` are HMAC-SHA256 under a secret key that lives outside the
 outputs (a key file or the ``SCREENING_KEY`` environment variable, read by the CLI only). The

@@ -2,7 +2,7 @@
 
 :func:`ingest_series` is the per-series task (pure: a work item and frozen config in, one small
 scans-table row out); :func:`ingest` drives discovery and the tasks on the cluster from
-:mod:`screening.engine`, streams rows into the catalog and compacts it at the end.
+:mod:`screening.runtime`, streams rows into the catalog and compacts it at the end.
 """
 
 from __future__ import annotations
@@ -20,16 +20,7 @@ from typing import Any
 
 from screening._version import __version__
 from screening.config import FrozenConfig, require
-from screening.engine.cluster import ClusterConfig, open_client, worker_count
-from screening.engine.stream import run_bounded
-from screening.errors import DiskFullError, InputError, ScreeningError, is_disk_full
-from screening.ingest.catalog import (
-    CatalogWriter,
-    check_store_key,
-    ingest_lock,
-    now_utc,
-    read_catalog,
-)
+from screening.errors import DiskFullError, InputError, failure_reason, is_disk_full
 from screening.ingest.dicom import DicomHeader, FileProblem, covariates, read_dicom_series
 from screening.ingest.discovery import NiftiFile, Rejection, WorkItem, plan, scan_files
 from screening.ingest.masks import (
@@ -41,7 +32,18 @@ from screening.ingest.masks import (
 from screening.ingest.nifti import is_nifti, read_nifti_ct, read_nifti_labels
 from screening.ingest.pseudonym import PseudonymKey, missing_key_error
 from screening.ingest.sources import FoundFile, SourceProblem, SourceSpec, walk_source
-from screening.ingest.store import (
+from screening.ingest.validate import ValidationConfig
+from screening.reasons import ReasonCode, SourceFormat, Status
+from screening.runtime.cluster import ClusterConfig, open_client, worker_count
+from screening.runtime.stream import run_bounded
+from screening.store.catalog import (
+    CatalogWriter,
+    check_store_key,
+    ingest_lock,
+    now_utc,
+    read_catalog,
+)
+from screening.store.scan import (
     StoreConfig,
     ct_sha256,
     is_complete,
@@ -49,9 +51,7 @@ from screening.ingest.store import (
     scan_store_path,
     write_scan_store,
 )
-from screening.ingest.validate import ValidationConfig
-from screening.ingest.volume import ScanVolume
-from screening.reasons import ReasonCode, SourceFormat, Status
+from screening.store.volume import ScanVolume
 from screening.tables import check_partition_value
 
 __all__ = ["IngestConfig", "IngestSummary", "ingest", "ingest_series"]
@@ -269,15 +269,8 @@ class IngestSummary:
 
 def _failed_row(item: WorkItem, error: BaseException) -> dict[str, Any]:
     row = _base_row(item.scan_id, item.spec, item.source_format, item.source_path, item.series_key)
-    lost = type(error).__name__ == "KilledWorker"
-    reason = ReasonCode.WORKER_LOST if lost else ReasonCode.INTERNAL_ERROR
-    if isinstance(error, ScreeningError) and error.reason is not None:
-        reason = error.reason
-    row.update(
-        status=Status.FAILED.value,
-        reason=reason.value,
-        message=f"{type(error).__name__}: {error}"[:500],
-    )
+    reason, message = failure_reason(error)
+    row.update(status=Status.FAILED.value, reason=reason.value, message=message[:500])
     return row
 
 
@@ -324,7 +317,7 @@ def ingest(
     root = Path(store).resolve()
     summary = IngestSummary(store=str(root))
     with ingest_lock(root):
-        check_store_key(root, key)
+        check_store_key(root, key.fingerprint if key is not None else None)
         staging = root / STAGING_DIR
         # Raw DICOM extracted from archives carries identifiers: staging is removed on every
         # way out (errors, disk full, Ctrl-C); what a SIGKILLed ingest left is removed here,

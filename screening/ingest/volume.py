@@ -1,13 +1,13 @@
-"""A CT volume in canonical orientation, and the pure functions that put it there.
+"""The pure functions that put a CT volume in canonical orientation and HU.
 
-Readers (DICOM, NIfTI) return a :class:`ScanVolume`: int16 HU indexed ``(z, y, x)`` toward
-(Superior, Posterior, Left) per DESIGN §4, with spacing and origin, plus the source's original
-direction cosines so nothing about the input is lost.
+Readers (DICOM, NIfTI) return a :class:`~screening.store.volume.ScanVolume`: int16 HU indexed
+``(z, y, x)`` toward (Superior, Posterior, Left) (docs/data-contracts.md), with spacing and
+origin, plus the source's original direction cosines so nothing about the input is lost.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ __all__ = [
     "HU_MAX",
     "HU_MIN",
     "CanonicalAxes",
-    "ScanVolume",
     "canonical_axes",
     "hu_int16_in_place",
     "to_hu_int16",
@@ -27,41 +26,6 @@ __all__ = [
 HU_MIN = -1024
 #: int16 ceiling: dense metal above it is clipped, never wrapped around.
 HU_MAX = 32767
-
-
-@dataclass(frozen=True)
-class ScanVolume:
-    """One scan on its native grid, canonical orientation.
-
-    Attributes
-    ----------
-    ct_hu : (z, y, x) int16
-        Hounsfield units; z toward Superior, y toward Posterior, x toward the patient's Left.
-    spacing_mm : (3,) float
-        ``[z, y, x]`` voxel spacing in mm.
-    origin_mm : (3,) float
-        LPS position ``[x, y, z]`` in mm of voxel ``(0, 0, 0)`` (as in :mod:`screening.geometry`).
-    direction : (3, 3) float
-        The source's direction cosines before canonicalisation: row ``a`` is the LPS unit vector
-        of source array axis ``a`` (DICOM: column, row, slice; NIfTI: i, j, k).
-    source : dict
-        Source metadata (format, scanner, covariates, how HU were derived). No identifiers.
-    ct_sha256 : str or None
-        :func:`screening.ingest.store.ct_sha256` of ``ct_hu`` when the reader computed it while
-        filling the volume (slice by slice, while each slice is in cache), else None.
-    """
-
-    ct_hu: NDArray[np.int16]
-    spacing_mm: tuple[float, float, float]
-    origin_mm: tuple[float, float, float]
-    direction: tuple[tuple[float, ...], ...]
-    source: dict[str, Any] = field(default_factory=dict)
-    ct_sha256: str | None = None
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        z, y, x = self.ct_hu.shape
-        return (z, y, x)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from screening.config import FrozenConfig, require
+from screening.constants import STEATOSIS_THRESHOLD_HU
 from screening.preprocess import PAPER_SPACING_MM
 
 __all__ = ["MEASURE_GRIDS", "PDFF_SOURCES", "MeasureConfig"]
@@ -48,7 +49,7 @@ class MeasureConfig(FrozenConfig):
     model_spacing_mm: tuple[float, float, float] = PAPER_SPACING_MM
     largest_component: bool = True
     erosion_mm: float = 3.0
-    steatosis_threshold_hu: float = 40.0
+    steatosis_threshold_hu: float = STEATOSIS_THRESHOLD_HU
     ls_ratio_threshold: float = 1.0
     roi_offset_mm: float = 21.0
     roi_area_mm2: float = 200.0

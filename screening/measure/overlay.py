@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from screening.constants import STEATOSIS_THRESHOLD_HU
 from screening.masks import OrganMask, outline_2d
 from screening.measure.volume import Measurement
 
@@ -115,7 +116,7 @@ def render_overlay(
     m: Measurement,
     *,
     head: str = "",
-    threshold_hu: float = 40.0,
+    threshold_hu: float = STEATOSIS_THRESHOLD_HU,
     window_hu: Sequence[float] = OVERLAY_WINDOW_HU,
 ) -> bytes:
     """PNG bytes of the QC overlay for ``m`` measured on ``ct_hu`` (same grid)."""

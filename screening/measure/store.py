@@ -20,7 +20,7 @@ from typing import Any
 
 from screening._version import __version__
 from screening.config import pipeline_id
-from screening.errors import ScreeningError, StoreError
+from screening.errors import ScreeningError, StoreError, failure_reason
 from screening.measure.config import MeasureConfig
 from screening.measure.overlay import render_overlay, write_overlay
 from screening.measure.volume import measure_volume, to_model_grid
@@ -111,7 +111,7 @@ def measure_store(
     ``overlay_file``. Raises :class:`StoreError` (reason NO_SEGMENTATION) when the store has no
     masks from ``segmenter``.
     """
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
 
     t0 = time.perf_counter()
     store = open_scan_store(store_path)
@@ -181,13 +181,10 @@ def failure_row(
     Its ``pipeline_id`` is the one a successful measurement would have had, so a later
     success supersedes it (compaction keeps the latest row per key).
     """
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
 
     path = Path(store_path)
-    reason = getattr(error, "reason", None) or ReasonCode.INTERNAL_ERROR
-    message = (
-        str(error) if isinstance(error, ScreeningError) else f"{type(error).__name__}: {error}"
-    )
+    reason, message = failure_reason(error)
     scan_id, cohort = path.stem, "default"
     pid = measure_pipeline_id(None, segmenter, cfg)
     try:
@@ -196,7 +193,7 @@ def failure_row(
         cohort = store.attrs.get("scan", {}).get("cohort", cohort)
     except ScreeningError:
         pass
-    return failed_row(scan_id, pid, segmenter, cohort, ReasonCode(reason), message)
+    return failed_row(scan_id, pid, segmenter, cohort, reason, message)
 
 
 def failed_row(
@@ -269,8 +266,8 @@ def measure_stores(
     task on a cluster). A scan already measured by the same pipeline is skipped; a scan that
     cannot be measured becomes a ``failed`` row with its reason.
     """
-    from screening.ingest.store import is_complete, open_scan_store
     from screening.schemas import load_table_schema
+    from screening.store.scan import is_complete, open_scan_store
     from screening.tables import write_part
 
     t0 = time.perf_counter()

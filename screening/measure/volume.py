@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from screening.constants import LIVER_LABEL, SPLEEN_LABEL
 from screening.masks import OrganMask, erode_mm, organ_mask
 from screening.measure.attenuation import (
     OrganStats,
@@ -34,10 +35,7 @@ from screening.measure.qc import (
 from screening.measure.roi import RoiResult, measure_rois
 from screening.reasons import ReasonCode, Status
 
-__all__ = ["LIVER_LABEL", "SPLEEN_LABEL", "Measurement", "measure_volume", "to_model_grid"]
-
-LIVER_LABEL = 1
-SPLEEN_LABEL = 2
+__all__ = ["Measurement", "measure_volume", "to_model_grid"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from screening.constants import ORGAN_LABELS
 from screening.errors import ModelFileError
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ _CONFIGS = ("configs/inference.json", "configs/inference.yaml")
 _METADATA = "configs/metadata.json"
 _WEIGHTS = "models/model.pt"
 #: Our label values for the organ names a bundle's ``channel_def`` may use.
-_ORGAN_LABELS = {"liver": 1, "spleen": 2}
 
 
 def _config_file(root: Path) -> Path | None:
@@ -70,7 +70,7 @@ class BundleBackend:
 
     @property
     def organs(self) -> tuple[str, ...]:
-        names = {v: k for k, v in _ORGAN_LABELS.items()}
+        names = {v: k for k, v in ORGAN_LABELS.items()}
         return tuple(
             sorted({names[v] for v in self.channel_labels.values()}, key=list(names.values()).index)
         )
@@ -162,7 +162,7 @@ def _channel_labels(metadata: dict[str, Any], path: Path) -> dict[int, int]:
         ) from e
     out = {}
     for channel, name in channel_def.items():
-        label = _ORGAN_LABELS.get(str(name).strip().lower())
+        label = ORGAN_LABELS.get(str(name).strip().lower())
         if label is not None:
             out[int(channel)] = label
     if 1 not in out.values():

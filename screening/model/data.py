@@ -62,7 +62,7 @@ def labelled_store_paths(store_root: str | os.PathLike[str]) -> list[Path]:
     Ordered by source path, not by scan id: scan ids depend on the pseudonymisation key, and
     training must not (the same data under another key gives the same run).
     """
-    from screening.ingest.store import is_complete
+    from screening.store.scan import is_complete
 
     root = Path(store_root) / "scans"
     found = [
@@ -77,7 +77,7 @@ def load_labelled_scan(
     store_path: str | os.PathLike[str], cfg: PreprocessConfig, rng: np.random.Generator
 ) -> LabelledScan:
     """Read ``ct`` and ``seg_reference``, bring both to the model grid (linear / nearest)."""
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
 
     store = open_scan_store(store_path)
     ct, ref = store.read("ct"), store.read("seg_reference")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from screening.constants import LABEL_NAMES
 from screening.errors import ScreeningError
 from screening.model.backends import Backend, UNetBackend
 from screening.model.checkpoint import LoadedModel
@@ -65,8 +66,8 @@ def segment_store(
     attributes name the producer, the organs the model labels (a model without a spleen class
     leaves spleen unmeasured, with a reason) and the domain it was trained on.
     """
-    from screening.ingest.store import open_scan_store, write_derived_array
     from screening.model.inference import resolve_device
+    from screening.store.scan import open_scan_store, write_derived_array
 
     backend = _backend(model, cfg)
     store = open_scan_store(store_path)
@@ -96,7 +97,7 @@ def segment_store(
         "used_prep": prep is not None,
         "device": result.device,
         "seconds": seconds,
-        "labels": {"0": "background", "1": "liver", "2": "spleen"},
+        "labels": {str(v): name for v, name in LABEL_NAMES.items()},
     }
     t1 = time.perf_counter()
     write_derived_array(store.path, "seg", result.labels, attrs)
@@ -129,7 +130,7 @@ def segment_stores(
     progress: bool = False,
 ) -> SegmentSummary:
     """Segment every complete scan store under ``STORE/scans`` in turn."""
-    from screening.ingest.store import is_complete
+    from screening.store.scan import is_complete
 
     t0 = time.perf_counter()
     paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))

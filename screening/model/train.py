@@ -99,33 +99,15 @@ class TrainResult:
         )
 
 
-def _resolve_data(data: str | os.PathLike[str], out: Path, progress: bool) -> Path:
-    """A store root as is; a manifest CSV is ingested into ``OUT/data-store`` first."""
+def _store_root(data: str | os.PathLike[str]) -> Path:
     p = Path(data)
-    if p.is_dir():
-        return p
-    if p.suffix.lower() != ".csv" or not p.is_file():
-        raise InputError(f"--data must be a scan store folder or a manifest .csv, got {p}", path=p)
-    from screening.engine import ClusterConfig
-    from screening.ingest import ingest, read_manifest
-    from screening.ingest.pseudonym import generate_key_file, load_key
-
-    store = out / "data-store"
-    key_file = out / "data-store.key"  # a private key for this training cache only
-    if not key_file.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        generate_key_file(key_file)
-    summary = ingest(
-        [],
-        store,
-        cohort="training",
-        manifest=read_manifest(p, "training"),
-        key=load_key(key_file),
-        cluster=ClusterConfig(workers=1),
-        progress=progress,
-    )
-    log.info("training data: %s", summary.describe().splitlines()[0])
-    return store
+    if not p.is_dir():
+        raise InputError(
+            f"training data must be a scan store folder, got {p} (a manifest .csv is ingested "
+            "first by `screening train`)",
+            path=p,
+        )
+    return p
 
 
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -156,14 +138,14 @@ def _validate(
 def _training_domain(paths: Any) -> str:
     """``synthetic`` when every training scan was made by ``screening synth`` (ingest's
     ``source.synthetic``), else ``real``: what the card says the model knows."""
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
 
     marks = [bool(open_scan_store(p).attrs.get("source", {}).get("synthetic")) for p in paths]
     return "synthetic" if marks and all(marks) else "real"
 
 
 def train(
-    data: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
     cfg: TrainConfig,
@@ -189,7 +171,7 @@ def train(
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    store = _resolve_data(data, out, progress)
+    store = _store_root(store_root)
     paths = labelled_store_paths(store)
     domain = _training_domain(paths)
     train_paths, val_paths = split_train_val(paths, cfg.val_fraction)
@@ -282,7 +264,7 @@ def train(
                 "inference": {"roi_size_zyx": list(cfg.patch_zyx)},
                 "training": {
                     "command": command,
-                    "data": str(data),
+                    "data": str(store_root),
                     "n_train_scans": len(train_scans),
                     "n_validation_scans": len(val_scans),
                     "config": cfg.to_dict(),

@@ -31,6 +31,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from screening.config import require
+from screening.constants import METHOD_COLUMNS
 from screening.errors import ConfigError
 from screening.stats.icc import _NAN, MIN_N, IccResult, icc_2_1
 from screening.stats.pairwise import LOA_Z as LOA_Z
@@ -55,11 +56,7 @@ __all__ = [
 ]
 
 #: AI method name -> measurements column holding its liver attenuation (HU).
-DEFAULT_METHODS: Mapping[str, str] = {
-    "ai_3d": "liver_hu_3d",
-    "ai_2d": "liver_hu_2d",
-    "ai_roi": "liver_hu_roi",
-}
+DEFAULT_METHODS: Mapping[str, str] = METHOD_COLUMNS
 
 #: Columns of :func:`agreement_table`, in order.
 AGREEMENT_COLUMNS: tuple[str, ...] = (

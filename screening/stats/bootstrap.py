@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from screening.config import require
+from screening.constants import STEATOSIS_THRESHOLD_HU
 from screening.errors import ConfigError
 from screening.stats.estimates import (
     BoolArray,
@@ -186,7 +187,7 @@ def bootstrap_classification(
     hu: ArrayLike | Mapping[str, ArrayLike],
     truth: ArrayLike,
     *,
-    threshold_hu: float = 40.0,
+    threshold_hu: float = STEATOSIS_THRESHOLD_HU,
     n_boot: int = 1000,
     seed: int | np.random.Generator = 0,
     confidence: float = 0.95,

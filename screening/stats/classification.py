@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from screening.config import require
+from screening.constants import METHOD_COLUMNS, STEATOSIS_THRESHOLD_HU
 from screening.errors import ConfigError
 from screening.stats.bootstrap import BootstrapResult, bootstrap_classification, bootstrap_indices
 from screening.stats.estimates import (
@@ -73,11 +74,7 @@ __all__ = [
 ]
 
 #: Method name -> measurements column holding its liver attenuation (HU).
-DEFAULT_METHODS: dict[str, str] = {
-    "ai_3d": "liver_hu_3d",
-    "ai_2d": "liver_hu_2d",
-    "ai_roi": "liver_hu_roi",
-}
+DEFAULT_METHODS: Mapping[str, str] = METHOD_COLUMNS
 
 #: Columns of :func:`classification_table`.
 CLASSIFICATION_SCHEMA = pa.schema(
@@ -123,7 +120,7 @@ def classification_table(
     truth: Any = None,
     methods: Mapping[str, str] | None = None,
     reader: str = "truth",
-    threshold_hu: float = 40.0,
+    threshold_hu: float = STEATOSIS_THRESHOLD_HU,
     n_boot: int = 1000,
     seed: int | np.random.Generator = 0,
     confidence: float = 0.95,

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from screening.config import FrozenConfig, require
+from screening.constants import METHOD_COLUMNS, STEATOSIS_THRESHOLD_HU
 from screening.errors import ConfigError
 
 __all__ = ["METHODS", "StatsConfig", "StatsSummary", "compute_stats"]
@@ -33,14 +34,14 @@ __all__ = ["METHODS", "StatsConfig", "StatsSummary", "compute_stats"]
 log = logging.getLogger(__name__)
 
 #: AI method -> measurements column (HU).
-METHODS = {"ai_3d": "liver_hu_3d", "ai_2d": "liver_hu_2d", "ai_roi": "liver_hu_roi"}
+METHODS = METHOD_COLUMNS
 
 
 @dataclass(frozen=True, kw_only=True)
 class StatsConfig(FrozenConfig):
     """Settings of ``screening stats`` (the paper's: 40 HU, 1,000 bootstrap samples)."""
 
-    threshold_hu: float = 40.0
+    threshold_hu: float = STEATOSIS_THRESHOLD_HU
     n_boot: int = 1000
     seed: int = 0
     confidence: float = 0.95
@@ -87,7 +88,7 @@ def _resolve(
     results: Path, store: str | os.PathLike[str] | None, pipeline_id: str | None
 ) -> tuple[str, Path]:
     """(pipeline_id, store) from RESULTS/pipelines, or from the arguments."""
-    from screening.engine.run import read_pipeline
+    from screening.store.results import read_pipeline
 
     try:
         record = read_pipeline(results, pipeline_id)

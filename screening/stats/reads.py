@@ -228,7 +228,7 @@ def _choose_key(table: pa.Table, scans: pa.Table | None, source: Path | None) ->
         raise ConfigError(
             f"the reads have no 'scan_id' column (received {table.column_names}) and no scans "
             "table was given to map another key; add a scan_id column, or pass the scans "
-            "table (screening.ingest.catalog.read_catalog) so a shared column such as "
+            "table (screening.store.catalog.read_catalog) so a shared column such as "
             "case_id is mapped to scan_id",
             path=source,
         )
@@ -361,7 +361,7 @@ def normalize_reference_reads(
     if scans is not None and "scan_id" not in scans.column_names:
         raise ConfigError(
             f"the scans table has no scan_id column (received {scans.column_names}); pass "
-            "the scans catalog (screening.ingest.catalog.read_catalog)",
+            "the scans catalog (screening.store.catalog.read_catalog)",
             path=source,
         )
     origin = _Origin(source, line_numbers)

@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -35,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from screening.config import require
+from screening.constants import ORGAN_LABELS
 from screening.errors import ConfigError
 from screening.masks import bounding_box
 
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: Organ name -> label value in ``seg`` / ``seg_reference`` (schemas/scan_store.yaml).
-DEFAULT_LABELS: Mapping[str, int] = MappingProxyType({"liver": 1, "spleen": 2})
+DEFAULT_LABELS: Mapping[str, int] = ORGAN_LABELS
 
 #: The agreement metrics :func:`summarise_segmentation` summarises by default.
 METRIC_COLUMNS: tuple[str, ...] = ("dice", "jaccard", "hd_mm", "hd95_mm", "assd_mm")
@@ -458,7 +458,7 @@ def segmentation_row(
         without either array, or with arrays of different shapes, gives rows whose metrics are
         all None and whose ``reason`` says why ("no seg", "no seg_reference", "grid mismatch").
     """
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
 
     store = open_scan_store(store_path)
     scan = store.attrs.get("scan", {})
@@ -511,7 +511,7 @@ def segmentation_table(
     pyarrow.Table
         :data:`SEGMENTATION_SCHEMA`, rows ordered by store then organ; undefined metrics null.
     """
-    from screening.ingest.store import is_complete
+    from screening.store.scan import is_complete
 
     paths = sorted(
         str(p)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from screening.config import FrozenConfig, require
+from screening.constants import STEATOSIS_THRESHOLD_HU
 from screening.errors import ConfigError
 from screening.measure.classify import pdff_from_hu, steatosis_grade
 from screening.reasons import ContrastPhase, SourceFormat
@@ -51,8 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STEATOSIS_THRESHOLD_HU = 40.0  # the paper: steatosis when liver attenuation <= 40 HU
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from screening.config import FrozenConfig, require
+from screening.constants import LIVER_LABEL, SPLEEN_LABEL
 from screening.geometry import PATIENT_POSITIONS, canonical_affine
 from screening.reasons import ContrastPhase
 from screening.synthetic.anatomy import Anatomy, sample_anatomy
@@ -174,8 +175,8 @@ class Phantom:
     def labels(self) -> NDArray[np.uint8]:
         """Truth segmentation: 0 background, 1 liver, 2 spleen (scan-store ``seg`` labels)."""
         out = np.zeros(self.tissue.shape, dtype=np.uint8)
-        out[self.liver_mask] = 1
-        out[self.spleen_mask] = 2
+        out[self.liver_mask] = LIVER_LABEL
+        out[self.spleen_mask] = SPLEEN_LABEL
         return out
 
     @property

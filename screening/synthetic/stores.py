@@ -15,9 +15,9 @@ from numpy.typing import NDArray
 
 from screening._version import __version__
 from screening.config import require
-from screening.ingest.catalog import CatalogWriter
-from screening.ingest.store import StoreConfig, write_scan_store
-from screening.ingest.volume import ScanVolume
+from screening.store.catalog import CatalogWriter
+from screening.store.scan import StoreConfig, write_scan_store
+from screening.store.volume import ScanVolume
 from screening.synthetic.phantom import PhantomSpec, ScanGeometry, make_phantom
 
 __all__ = ["box_segmentation", "write_phantom_stores"]

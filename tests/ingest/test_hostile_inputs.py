@@ -20,9 +20,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from screening.engine import ClusterConfig
 from screening.errors import KeyMissingError
-from screening.ingest import IngestConfig, PseudonymKey, ValidationConfig, ingest, read_catalog
+from screening.ingest import IngestConfig, PseudonymKey, ValidationConfig, ingest
+from screening.runtime import ClusterConfig
+from screening.store import read_catalog
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.writers import DicomInfo, write_dicom_series
 

@@ -20,19 +20,18 @@ import pyarrow as pa
 import pydicom
 import pytest
 
-from screening.engine import ClusterConfig
 from screening.errors import ConfigError, KeyMissingError, StoreError
 from screening.ingest import (
     IngestConfig,
     PseudonymKey,
     ValidationConfig,
     ingest,
-    open_scan_store,
-    read_catalog,
     read_manifest,
 )
-from screening.ingest.store import COMPLETION_MARKER
+from screening.runtime import ClusterConfig
 from screening.schemas import load_store_layout
+from screening.store import open_scan_store, read_catalog
+from screening.store.scan import COMPLETION_MARKER
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
 from screening.synthetic.writers import DicomInfo, write_dicom_series, write_nifti

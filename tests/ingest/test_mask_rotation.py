@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from screening.engine import ClusterConfig
 from screening.errors import ValidationError
-from screening.ingest import ingest, open_scan_store, read_catalog, read_manifest
+from screening.ingest import ingest, read_manifest
 from screening.ingest.masks import MASK_AXES_TOLERANCE_DEG, axes_angle_deg
 from screening.ingest.nifti import read_nifti_labels
 from screening.reasons import ReasonCode
+from screening.runtime import ClusterConfig
+from screening.store import open_scan_store, read_catalog
 
 SHAPE_IJK = (32, 32, 20)  # x, y, z: canonical (z, y, x) = (20, 32, 32), 1 mm voxels
 CT_AFFINE = np.array(

@@ -20,9 +20,9 @@ from screening.ingest.dicom import (
 )
 from screening.ingest.masks import mask_to_grid
 from screening.ingest.nifti import read_nifti_ct, read_nifti_labels
-from screening.ingest.store import ct_sha256
 from screening.ingest.validate import ValidationConfig
 from screening.reasons import ReasonCode
+from screening.store.scan import ct_sha256
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
 from screening.synthetic.writers import DicomInfo, write_dicom_series, write_nifti

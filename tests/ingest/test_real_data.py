@@ -33,20 +33,19 @@ from numcodecs.zstd import Zstd
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from screening.engine import ClusterConfig
 from screening.ingest import (
     IngestConfig,
     PseudonymKey,
     ValidationConfig,
     ingest,
-    open_scan_store,
-    read_catalog,
     read_dicom_series,
     read_header,
     read_manifest,
 )
 from screening.ingest.dicom import DicomHeader, _padding_mask
 from screening.ingest.volume import to_hu_int16
+from screening.runtime import ClusterConfig
+from screening.store import open_scan_store, read_catalog
 
 pytestmark = pytest.mark.real_data
 

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from screening.cli import main
-from screening.engine import ClusterConfig
 from screening.ingest import ingest, read_manifest
-from screening.ingest.store import StoreConfig, open_scan_store, write_scan_store
 from screening.measure import MeasureConfig, measure_pipeline_id, measure_store, measure_stores
 from screening.measure.overlay import render_overlay
 from screening.measure.volume import measure_volume
 from screening.reasons import Segmenter
+from screening.runtime import ClusterConfig
+from screening.store.scan import StoreConfig, open_scan_store, write_scan_store
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.writers import write_nifti
 
@@ -148,7 +148,7 @@ def test_missing_segmentation_is_a_failed_row_not_a_stop(store: Path, tmp_path: 
 
 
 def test_contrast_header_in_the_store_withholds_decisions(tmp_path: Path):
-    from screening.ingest.volume import ScanVolume
+    from screening.store.volume import ScanVolume
 
     ph = make_phantom(PhantomSpec(liver_hu=25.0), ScanGeometry.preset("small"), seed=33)
     volume = ScanVolume(ph.hu, ph.spacing_mm, ph.origin_mm, EYE, {"format": "synthetic"})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from screening.ingest.store import StoreConfig, write_scan_store
-from screening.ingest.volume import ScanVolume
+from screening.store.scan import StoreConfig, write_scan_store
+from screening.store.volume import ScanVolume
 from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
 from screening.synthetic.phantom import Phantom
 

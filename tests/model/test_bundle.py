@@ -124,7 +124,7 @@ def test_bundle_problems_are_clear_errors(tmp_path: Path) -> None:
 def test_screening_run_with_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The bundle travels to a real Dask worker by reference and is loaded there."""
     from screening.cli import main
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
     from screening.synthetic.stores import write_phantom_stores
 
     root = _bundle(tmp_path / "bundle")

@@ -109,7 +109,7 @@ def test_demo_model_segments_held_out_phantoms(demo_model, held_out: list) -> No
     for ph in held_out:
         ct = np.maximum(ph.hu, -1024).astype(np.int16)
         result = segment_volume(
-            demo_model, ct, ph.spacing_mm, InferenceConfig(), device="cpu", threads=2
+            demo_model, ct, ph.spacing_mm, InferenceConfig(cascade=False), device="cpu", threads=2
         )
         assert result.labels.shape == ph.hu.shape and result.labels.dtype == np.uint8
         d = dice_per_label(result.labels, ph.labels)
@@ -122,7 +122,9 @@ def test_demo_model_segments_held_out_phantoms(demo_model, held_out: list) -> No
 def test_cascade_looks_at_a_box_and_keeps_the_result(demo_model, held_out: list) -> None:  # type: ignore[no-untyped-def]
     ph = held_out[0]
     ct = np.maximum(ph.hu, -1024).astype(np.int16)
-    full = segment_volume(demo_model, ct, ph.spacing_mm, InferenceConfig(), device="cpu")
+    full = segment_volume(
+        demo_model, ct, ph.spacing_mm, InferenceConfig(cascade=False), device="cpu"
+    )
     fast = segment_volume(
         demo_model, ct, ph.spacing_mm, InferenceConfig(cascade=True), device="cpu"
     )
@@ -141,10 +143,10 @@ def test_cascade_looks_at_a_box_and_keeps_the_result(demo_model, held_out: list)
 
 
 def test_segment_store_writes_seg_once(demo_model, labelled_store: Path) -> None:  # type: ignore[no-untyped-def]
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
 
     path = labelled_store / "scans" / "scan1.zarr"
-    first = segment_store(path, demo_model, InferenceConfig(), device="cpu")
+    first = segment_store(path, demo_model, InferenceConfig(cascade=False), device="cpu")
     assert not first["reused"]
     store = open_scan_store(path)
     seg = store.read("seg")
@@ -152,4 +154,4 @@ def test_segment_store_writes_seg_once(demo_model, labelled_store: Path) -> None
     attrs = store.derived_attrs("seg")
     assert attrs is not None and attrs["model_id"] == demo_model.model_id
     assert dice_per_label(seg, store.read("seg_reference"))[1] > 0.9
-    assert segment_store(path, demo_model, InferenceConfig(), device="cpu")["reused"]
+    assert segment_store(path, demo_model, InferenceConfig(cascade=False), device="cpu")["reused"]

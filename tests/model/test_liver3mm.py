@@ -250,7 +250,7 @@ def test_screening_segment_defaults_to_the_real_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from screening.cli import main
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
     from screening.synthetic.stores import write_phantom_stores
 
     store = tmp_path / "store"

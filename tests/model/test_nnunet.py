@@ -254,7 +254,7 @@ def test_screening_run_with_an_nnunet_folder(
     """The folder travels to a real Dask worker by reference; the CLI's nnU-Net options reach
     it (and name the pipeline)."""
     from screening.cli import main
-    from screening.ingest.store import open_scan_store
+    from screening.store.scan import open_scan_store
     from screening.synthetic.stores import write_phantom_stores
 
     folder = _folder(tmp_path / "model")

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from screening.cli import main
-from screening.engine import ClusterConfig, RunConfig, open_client, run_cohort
 from screening.measure.classify import pdff_from_hu, steatosis_grade
+from screening.pipeline import RunConfig, run_cohort
+from screening.runtime import ClusterConfig, open_client
 from screening.stats.compute import StatsConfig, compute_stats
 from screening.synthetic.stores import write_phantom_stores
 

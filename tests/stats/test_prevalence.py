@@ -15,11 +15,11 @@ from scipy.stats import binomtest
 
 from screening._version import __version__
 from screening.errors import ConfigError
-from screening.ingest.catalog import CatalogWriter
 from screening.measure import MeasureConfig, measure_stores
 from screening.reasons import Segmenter
 from screening.stats import format_prevalence, prevalence_table, wilson_interval
-from tests.engine.conftest import write_phantom_store
+from screening.store.catalog import CatalogWriter
+from tests.pipeline.conftest import write_phantom_store
 
 
 @given(n=st.integers(1, 2000), frac=st.floats(0, 1), conf=st.sampled_from([0.9, 0.95, 0.99]))

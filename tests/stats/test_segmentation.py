@@ -17,14 +17,6 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from screening.errors import ConfigError
-from screening.ingest.store import (
-    StoreConfig,
-    open_scan_store,
-    scan_store_path,
-    write_derived_array,
-    write_scan_store,
-)
-from screening.ingest.volume import ScanVolume
 from screening.stats.segmentation import (
     SEGMENTATION_SCHEMA,
     SegmentationMetrics,
@@ -36,6 +28,14 @@ from screening.stats.segmentation import (
     summarise_segmentation,
     surface_distances,
 )
+from screening.store.scan import (
+    StoreConfig,
+    open_scan_store,
+    scan_store_path,
+    write_derived_array,
+    write_scan_store,
+)
+from screening.store.volume import ScanVolume
 from screening.synthetic.stores import write_phantom_stores
 
 Mask = NDArray[np.bool_]

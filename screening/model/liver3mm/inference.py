@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from screening.config import FrozenConfig, require
+from screening.constants import LIVER_LABEL
 from screening.masks import bounding_box
 from screening.model.liver3mm.network import INPUT_SEGMENT_XYZ, OUTPUT_MARGIN, OUTPUT_SEGMENT_XYZ
 
@@ -339,7 +340,7 @@ def segment_liver_3mm(
     t2 = time.perf_counter()
     prob *= liver_region(prob, cfg)
     two_class = np.stack([1.0 - prob, prob])
-    liver = probs_to_native(two_class, MODEL_SPACING_MM, ct_hu.shape, spacing_mm) == 1
+    liver = probs_to_native(two_class, MODEL_SPACING_MM, ct_hu.shape, spacing_mm) == LIVER_LABEL
     if liver.any():
         liver = _largest(liver, np.ones((3, 3, 3), dtype=bool))
     t3 = time.perf_counter()

@@ -10,6 +10,7 @@ from typing import Any
 
 from screening._version import __version__
 from screening.config import require
+from screening.constants import STEATOSIS_THRESHOLD_HU
 from screening.fsutil import atomic_write_text
 from screening.reasons import ReasonCode
 from screening.stats.report._html import Section, fmt_int, page
@@ -40,7 +41,7 @@ __all__ = ["DEFAULT_THRESHOLD_HU", "SECTION_HEADINGS", "render_report"]
 log = logging.getLogger(__name__)
 
 #: Steatosis threshold (HU) drawn on the figures when the STATS files do not state one.
-DEFAULT_THRESHOLD_HU = 40.0
+DEFAULT_THRESHOLD_HU = STEATOSIS_THRESHOLD_HU
 
 #: The report's section headings, in order (each section is always present; one whose input
 #: is missing says "not computed: <why>").
