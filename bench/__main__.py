@@ -262,12 +262,16 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     from bench.bench_run import to_markdown as run_markdown
     from bench.bench_segmentation import bench_segmentation
     from bench.bench_segmentation import to_markdown as segmentation_markdown
+    from bench.bench_startup import bench_startup, startup_markdown
     from bench.bench_stats import markdown as stats_markdown
     from bench.bench_stats import run as bench_stats
     from bench.bench_store_codecs import bench_store_codecs, codecs_markdown
 
     print("running: ingest ...", file=sys.stderr, flush=True)
     ingest = bench_ingest(quick)
+    print("running: start-up (one-file ingest) ...", file=sys.stderr, flush=True)
+    baseline = os.environ.get("SCREENING_BENCH_BASELINE")
+    startup = bench_startup(2 if quick else 7, Path(baseline) if baseline else None)
     print("running: store codecs ...", file=sys.stderr, flush=True)
     codecs = bench_store_codecs(quick=quick)
     print("running: segmentation (preprocess, U-Net, demo accuracy) ...", file=sys.stderr)
@@ -286,6 +290,7 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     stats = bench_stats(2 if quick else 5)
     return [
         _demote(ingest_markdown(ingest, cpu=cpu_model(), quick=quick, git=git_state())),
+        _demote(startup_markdown(*startup)),
         _demote(codecs_markdown(codecs)),
         _demote(segmentation_markdown(segmentation, cpu_model(), quick)),
         _demote(measure_markdown(measurement, cpu_model(), git_state())),

@@ -100,8 +100,8 @@ def pipeline_id(
     extra: dict[str, str] | None = None,
 ) -> str:
     """Identity of a result (docs/data-contracts.md): sha256 of the segmenter, the weights'
-    sha256, every stage's configuration and the engine's major version. Equal inputs give equal ids, so a
-    re-run of the same pipeline finds its earlier rows. ``extra`` adds further identities
+    sha256, every stage's configuration and the engine's major version. Equal inputs give equal
+    ids, so a re-run of the same pipeline finds its earlier rows. ``extra`` adds further identities
     (e.g. the cascade's coarse weights); it is left out of the hash when empty, so ids made
     without it stay the same."""
     payload: dict[str, Any] = {

@@ -7,6 +7,7 @@ scans-table row out); :func:`ingest` drives discovery and the tasks on the clust
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -382,7 +383,8 @@ def _ingest_locked(
     }
     writer = CatalogWriter(root)
     try:
-        with open_client(cluster) as client:
+        # Ingest is CPU work: no GPU workers (and no torch import to count GPUs).
+        with open_client(dataclasses.replace(cluster, gpu_workers=0)) as client:
             run_token = uuid.uuid4().hex[:8]
             scanned = _scan(client, found, cfg, run_token, progress)
             work = plan(found, scanned, problems, key)

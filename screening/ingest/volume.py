@@ -86,7 +86,7 @@ def to_hu_int16(
     arithmetic first means no int16 wraparound for any slope, intercept or stored dtype.
 
     >>> to_hu_int16(np.array([0, 1024, 2000, 65535], np.uint16), 1.0, -1024.0)
-    array([ -1024,      0,    976, 32767], dtype=int16)
+    array([-1024,     0,   976, 32767], dtype=int16)
     """
     if slope == 1.0 and float(intercept).is_integer() and stored.dtype in (np.uint16, np.int16):
         return _to_hu_int16_integer(stored, int(intercept), padding, out)

@@ -2,9 +2,9 @@
 
 Each task takes a :class:`ScanRef` (scan_id and store path) plus frozen settings and returns a
 small record; arrays go through the scan store (docs/architecture.md). Expected problems and
-bugs alike end as a *failed* record naming the stage, the reason code and the worker, so one scan never
-stops a run and the client can write a ``failures`` row. Only the death of the worker process
-itself escapes (Dask retries the task, then raises ``KilledWorker`` on the client).
+bugs alike end as a *failed* record naming the stage, the reason code and the worker, so one
+scan never stops a run and the client can write a ``failures`` row. Only the death of the worker
+process itself escapes (Dask retries the task, then raises ``KilledWorker`` on the client).
 
 Every write is idempotent: a task that runs twice finds its own earlier ``prep``/``seg``
 (same configuration, same producer) and keeps it.

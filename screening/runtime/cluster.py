@@ -7,12 +7,14 @@ so pointing a run at a real cluster is one option, never a code change.
 from __future__ import annotations
 
 import copy
+import glob
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dask
 
@@ -55,6 +57,9 @@ class ClusterConfig(FrozenConfig):
         A deployment file (``cluster/*.yaml``: local, SLURM, Kubernetes, an existing
         scheduler with TLS); when set it decides everything else.
     """
+
+    #: Its ``kind`` in a deployment file (``cluster/local.yaml``).
+    kind: ClassVar[str] = "local"
 
     scheduler: str | None = None
     workers: int | None = None
@@ -99,7 +104,10 @@ def worker_environ(cfg: ClusterConfig) -> dict[str, Any]:
 
 
 def visible_gpu_count() -> int:
-    """GPUs torch can see here (0 without torch or CUDA)."""
+    """GPUs torch can see here (0 without torch or CUDA). On Linux without an NVIDIA device
+    node there is no CUDA GPU, and torch (3 s to import) is not asked."""
+    if sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*"):
+        return 0
     try:
         import torch
     except ImportError:

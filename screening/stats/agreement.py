@@ -33,14 +33,14 @@ from numpy.typing import NDArray
 from screening.config import require
 from screening.constants import METHOD_COLUMNS
 from screening.errors import ConfigError
-from screening.stats.icc import _NAN, MIN_N, IccResult, icc_2_1
+from screening.stats.icc import MIN_N, NAN, IccResult, icc_2_1
 from screening.stats.pairwise import LOA_Z as LOA_Z
 from screening.stats.pairwise import (
     WILCOXON_ZERO_METHOD,
-    _is_constant,
-    _paired,
-    _quiet,
+    is_constant,
     pair_agreement,
+    paired_finite,
+    quietly,
 )
 
 __all__ = [
@@ -104,7 +104,7 @@ def _column_values(values: pa.Table, name: str) -> list[Any]:
 
 def _floats(raw: list[Any], column: str) -> NDArray[np.float64]:
     try:
-        return np.array([_NAN if v is None else float(v) for v in raw], dtype=np.float64)
+        return np.array([NAN if v is None else float(v) for v in raw], dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ConfigError(
             f"column {column!r} must hold numbers (HU); got a value that is not: {e}. Cast it "
@@ -143,7 +143,7 @@ def _pivot(
             f"reader name(s) {clash} are also AI method names; rename the readers or the methods"
         )
     col = {r: j for j, r in enumerate(readers)}
-    reads = np.full((len(index), len(readers)), _NAN)
+    reads = np.full((len(index), len(readers)), NAN)
     seen: dict[tuple[Any, str], int] = {}
     dups: list[str] = []
     for row, (k, r, v) in enumerate(zip(keys, readers_raw, reads_raw, strict=True)):
@@ -162,7 +162,7 @@ def _pivot(
 
     per_key: dict[str, NDArray[np.float64]] = {}
     for m, raw in method_raw.items():
-        vals = np.full(len(index), _NAN)
+        vals = np.full(len(index), NAN)
         for k, v in zip(keys, raw, strict=True):
             i = index[k]
             if np.isnan(vals[i]):
@@ -187,7 +187,7 @@ def _multi_row(
     )
     if icc.note:
         note += f"; {icc.note}"
-    row: dict[str, Any] = dict.fromkeys(AGREEMENT_COLUMNS, _NAN)
+    row: dict[str, Any] = dict.fromkeys(AGREEMENT_COLUMNS, NAN)
     row.update(
         method=method,
         reader=reader,
@@ -205,7 +205,7 @@ def _pair_row(
     method: str, reader: str, a: NDArray[np.float64], b: NDArray[np.float64]
 ) -> dict[str, Any]:
     r = pair_agreement(a, b)
-    row = {c: r.get(c, _NAN) for c in AGREEMENT_COLUMNS}
+    row = {c: r.get(c, NAN) for c in AGREEMENT_COLUMNS}
     row.update(
         method=method,
         reader=reader,
@@ -220,14 +220,14 @@ def _core_pair(a: NDArray[np.float64], b: NDArray[np.float64]) -> dict[str, Any]
     """n, ICC, Spearman and mean difference only (the heat map needs no tests)."""
     from scipy.stats import spearmanr
 
-    x, y, _ = _paired(a, b)
-    out: dict[str, Any] = {"n": int(x.size), "icc": _NAN, "spearman": _NAN, "mean_diff": _NAN}
+    x, y, _ = paired_finite(a, b)
+    out: dict[str, Any] = {"n": int(x.size), "icc": NAN, "spearman": NAN, "mean_diff": NAN}
     if x.size < MIN_N:
         return out
     out.update(icc=icc_2_1(np.column_stack([x, y])).icc, mean_diff=float(np.mean(x - y)))
-    if not (_is_constant(x) or _is_constant(y)):
-        rho = _quiet(lambda: spearmanr(x, y), "Spearman", [])
-        out["spearman"] = _NAN if rho is None else float(rho.statistic)
+    if not (is_constant(x) or is_constant(y)):
+        rho = quietly(lambda: spearmanr(x, y), "Spearman", [])
+        out["spearman"] = NAN if rho is None else float(rho.statistic)
     return out
 
 

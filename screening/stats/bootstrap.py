@@ -23,11 +23,11 @@ from screening.stats.estimates import (
     BoolArray,
     FloatArray,
     IntArray,
-    _truth_1d,
     auc,
     confusion,
     sensitivity,
     specificity,
+    truth_1d,
 )
 
 __all__ = ["BootstrapResult", "bootstrap_classification", "bootstrap_indices"]
@@ -57,9 +57,7 @@ def _counts(idx: NDArray[np.int64], n: int) -> IntArray:
 _CHUNK_ELEMENTS = 4_000_000
 
 
-def _count_chunks(
-    n: int, n_boot: int, rng: np.random.Generator
-) -> Iterator[tuple[slice, IntArray]]:
+def count_chunks(n: int, n_boot: int, rng: np.random.Generator) -> Iterator[tuple[slice, IntArray]]:
     """``(resample slice, counts)`` pieces of ``_counts(bootstrap_indices(n, n_boot, rng))``."""
     step = max(1, _CHUNK_ELEMENTS // max(n, 1))
     for start in range(0, n_boot, step):
@@ -72,7 +70,7 @@ class _Grouped(NamedTuple):
     neg: IntArray  # (B, g)
 
 
-def _group(score: FloatArray, truth: BoolArray, w: IntArray) -> _Grouped:
+def tie_groups(score: FloatArray, truth: BoolArray, w: IntArray) -> _Grouped:
     """Weighted class counts per tie group of ``score`` (sorted ascending), per resample row."""
     order = np.argsort(score, kind="stable")
     s = score[order]
@@ -83,7 +81,7 @@ def _group(score: FloatArray, truth: BoolArray, w: IntArray) -> _Grouped:
     return _Grouped(pos, tot - pos)
 
 
-def _weighted_auc(score: FloatArray, truth: BoolArray, w: IntArray) -> FloatArray:
+def weighted_auc(score: FloatArray, truth: BoolArray, w: IntArray) -> FloatArray:
     """AUC of each weighted resample, shape (B,); NaN where a class is empty.
 
     Mann–Whitney with midranks over the resample, where case ``i`` appears ``w[b, i]`` times:
@@ -92,7 +90,7 @@ def _weighted_auc(score: FloatArray, truth: BoolArray, w: IntArray) -> FloatArra
     """
     if score.size == 0:
         return np.full(w.shape[0], np.nan)
-    g = _group(score, truth, w)
+    g = tie_groups(score, truth, w)
     below = np.cumsum(g.neg, axis=1) - g.neg
     u2 = (g.pos * (2 * below + g.neg)).sum(axis=1)
     n_pos, n_neg = g.pos.sum(axis=1), g.neg.sum(axis=1)
@@ -100,7 +98,7 @@ def _weighted_auc(score: FloatArray, truth: BoolArray, w: IntArray) -> FloatArra
         return np.where((n_pos > 0) & (n_neg > 0), u2 / (2.0 * n_pos * n_neg), np.nan)
 
 
-def _as_methods(values: ArrayLike | Mapping[str, ArrayLike]) -> tuple[list[str], FloatArray]:
+def as_methods(values: ArrayLike | Mapping[str, ArrayLike]) -> tuple[list[str], FloatArray]:
     if isinstance(values, Mapping):
         names = [str(k) for k in values]
         rows = [np.asarray(v, dtype=np.float64) for v in values.values()]
@@ -118,7 +116,7 @@ def _as_methods(values: ArrayLike | Mapping[str, ArrayLike]) -> tuple[list[str],
     return [str(i) for i in range(arr.shape[0])], arr
 
 
-def _check_missing(x: FloatArray, name: str) -> None:
+def check_missing(x: FloatArray, name: str) -> None:
     if np.isinf(x).any():
         raise ConfigError(f"{name} holds infinite values; only NaN is read as missing")
 
@@ -138,12 +136,12 @@ def _percentile_ci(
     return lo, hi
 
 
-def _check_boot(n_boot: int, confidence: float) -> None:
+def check_boot(n_boot: int, confidence: float) -> None:
     require(n_boot >= 1, f"n_boot must be >= 1, got {n_boot}")
     require(0.0 < confidence < 1.0, f"confidence must be in (0, 1), got {confidence}")
 
 
-def _rng(seed: int | np.random.Generator) -> np.random.Generator:
+def as_rng(seed: int | np.random.Generator) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
@@ -227,10 +225,10 @@ def bootstrap_classification(
     sort per method instead of one per resample), confusion counts from matrix products with
     the indicator vectors. Equal to evaluating each resample separately.
     """
-    _check_boot(n_boot, confidence)
-    names, h = _as_methods(hu)
-    _check_missing(h, "hu")
-    t = _truth_1d(truth, h.shape[1])
+    check_boot(n_boot, confidence)
+    names, h = as_methods(hu)
+    check_missing(h, "hu")
+    t = truth_1d(truth, h.shape[1])
     m = len(names)
     valid = ~np.isnan(h)
     pred = h <= threshold_hu  # NaN: False, and left out below
@@ -249,14 +247,14 @@ def bootstrap_classification(
 
     boots = {k: np.full((m, n_boot), np.nan) for k in ("auc", "sensitivity", "specificity")}
     used = np.zeros((m, n_boot), dtype=np.bool_)
-    for part, w in _count_chunks(h.shape[1], n_boot, _rng(seed)):
+    for part, w in count_chunks(h.shape[1], n_boot, as_rng(seed)):
         for j in range(m):
             wj, tj, pj = w[:, valid[j]], t[valid[j]], pred[j, valid[j]]
             b_pos = wj @ tj.astype(np.int64)
             b_neg = wj.sum(axis=1) - b_pos
             ok = used[j, part] = (b_pos > 0) & (b_neg > 0)
             with np.errstate(invalid="ignore", divide="ignore"):
-                boots["auc"][j, part] = np.where(ok, _weighted_auc(-h[j, valid[j]], tj, wj), np.nan)
+                boots["auc"][j, part] = np.where(ok, weighted_auc(-h[j, valid[j]], tj, wj), np.nan)
                 tp_b, tn_b = wj @ (pj & tj).astype(np.int64), wj @ (~pj & ~tj).astype(np.int64)
                 boots["sensitivity"][j, part] = np.where(ok, tp_b / b_pos, np.nan)
                 boots["specificity"][j, part] = np.where(ok, tn_b / b_neg, np.nan)

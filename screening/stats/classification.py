@@ -46,7 +46,7 @@ from screening.stats.estimates import (
 )
 from screening.stats.reference import (
     GRADE_PROBLEMS,
-    _to_pylist,
+    as_pylist,
     grade_roc_table,
     reference_standard_truth,
 )
@@ -99,7 +99,7 @@ def _truth_with_mask(values: Any) -> tuple[BoolArray, BoolArray]:
     """(truth, has_truth) from booleans (or 0/1) with nulls / None / NaN for missing."""
     arr = values
     if not isinstance(arr, pa.ChunkedArray | pa.Array):
-        arr = pa.array(_to_pylist(values), from_pandas=True)
+        arr = pa.array(as_pylist(values), from_pandas=True)
     has = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)
     if not pa.types.is_boolean(arr.type):
         numeric = pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)

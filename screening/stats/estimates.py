@@ -45,7 +45,7 @@ class Estimate:
         return self.value
 
 
-def _truth_1d(truth: ArrayLike, n: int | None = None) -> BoolArray:
+def truth_1d(truth: ArrayLike, n: int | None = None) -> BoolArray:
     t = np.asarray(truth)
     if t.dtype != np.bool_:
         if t.dtype.kind not in "iuf" or not np.isin(t, (0, 1)).all():
@@ -61,7 +61,7 @@ def _truth_1d(truth: ArrayLike, n: int | None = None) -> BoolArray:
     return t
 
 
-def _score_1d(score: ArrayLike, name: str = "score") -> FloatArray:
+def score_1d(score: ArrayLike, name: str = "score") -> FloatArray:
     s = np.asarray(score, dtype=np.float64)
     if s.ndim != 1:
         raise ConfigError(f"{name} must be 1-D (one value per case), got shape {s.shape}")
@@ -73,7 +73,7 @@ def _score_1d(score: ArrayLike, name: str = "score") -> FloatArray:
     return s
 
 
-def _one_class_note(metric: str, n_pos: int, n_neg: int) -> str:
+def one_class_note(metric: str, n_pos: int, n_neg: int) -> str:
     if n_pos + n_neg == 0:
         return f"{metric} undefined: no cases"
     missing = "positive (steatotic)" if n_pos == 0 else "negative (non-steatotic)"
@@ -105,12 +105,12 @@ def auc(score: ArrayLike, truth: ArrayLike) -> Estimate:
     """
     from scipy.stats import rankdata
 
-    s = _score_1d(score)
-    t = _truth_1d(truth, s.size)
+    s = score_1d(score)
+    t = truth_1d(truth, s.size)
     n_pos = int(t.sum())
     n_neg = t.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        return Estimate(float("nan"), n_pos, n_neg, _one_class_note("AUC", n_pos, n_neg))
+        return Estimate(float("nan"), n_pos, n_neg, one_class_note("AUC", n_pos, n_neg))
     u = float(rankdata(s)[t].sum()) - n_pos * (n_pos + 1) / 2.0
     return Estimate(u / (n_pos * n_neg), n_pos, n_neg)
 
@@ -125,8 +125,8 @@ def confusion(pred: ArrayLike, truth: ArrayLike) -> tuple[int, int, int, int]:
     truth : ndarray of bool, shape (n,)
         True = steatosis.
     """
-    p = _truth_1d(pred)
-    t = _truth_1d(truth, p.size)
+    p = truth_1d(pred)
+    t = truth_1d(truth, p.size)
     tp = int((p & t).sum())
     fp = int((p & ~t).sum())
     fn = int(t.sum()) - tp
@@ -142,7 +142,7 @@ def sensitivity(pred: ArrayLike, truth: ArrayLike) -> Estimate:
     tp, fp, tn, fn = confusion(pred, truth)
     n_pos, n_neg = tp + fn, tn + fp
     if n_pos == 0:
-        return Estimate(float("nan"), n_pos, n_neg, _one_class_note("sensitivity", 0, n_neg))
+        return Estimate(float("nan"), n_pos, n_neg, one_class_note("sensitivity", 0, n_neg))
     return Estimate(tp / n_pos, n_pos, n_neg)
 
 
@@ -154,5 +154,5 @@ def specificity(pred: ArrayLike, truth: ArrayLike) -> Estimate:
     tp, fp, tn, fn = confusion(pred, truth)
     n_pos, n_neg = tp + fn, tn + fp
     if n_neg == 0:
-        return Estimate(float("nan"), n_pos, n_neg, _one_class_note("specificity", n_pos, 0))
+        return Estimate(float("nan"), n_pos, n_neg, one_class_note("specificity", n_pos, 0))
     return Estimate(tn / n_neg, n_pos, n_neg)

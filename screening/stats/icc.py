@@ -22,8 +22,8 @@ __all__ = ["MIN_N", "IccResult", "icc_2_1"]
 #: Fewest complete subjects (pairs) for which statistics are computed.
 MIN_N = 3
 
-_NAN = math.nan
-_EPS = float(np.finfo(np.float64).eps)
+NAN = math.nan
+EPS = float(np.finfo(np.float64).eps)
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,13 @@ class IccResult:
     n: int = 0
     k: int = 0
     n_dropped: int = 0
-    ms_rows: float = _NAN
-    ms_cols: float = _NAN
-    ms_error: float = _NAN
+    ms_rows: float = NAN
+    ms_cols: float = NAN
+    ms_error: float = NAN
     note: str | None = None
 
 
-def _finite_or_nan(x: NDArray[np.float64], name: str) -> None:
+def finite_or_nan(x: NDArray[np.float64], name: str) -> None:
     if np.isinf(x).any():
         raise ConfigError(
             f"{name} holds {int(np.isinf(x).sum())} infinite value(s); expected finite HU with "
@@ -122,20 +122,20 @@ def icc_2_1(ratings: ArrayLike, *, confidence: float = 0.95) -> IccResult:
             f"ratings must be a 2-D array (n_subjects, k_raters) with k >= 2; got shape "
             f"{y.shape}. Put one rater per column (numpy.column_stack([a, b]))."
         )
-    _finite_or_nan(y, "ratings")
+    finite_or_nan(y, "ratings")
     complete = ~np.isnan(y).any(axis=1)
     n_dropped = int((~complete).sum())
     y = y[complete]
     n, k = y.shape
     df1, df2 = float(n - 1), float((n - 1) * (k - 1))
-    msr = msc = mse = _NAN
+    msr = msc = mse = NAN
 
     def result(icc: float, lo: float, hi: float, f: float, p: float, note: str | None) -> IccResult:
         return IccResult(icc, lo, hi, f, df1, df2, p, n, k, n_dropped, msr, msc, mse, note)
 
     if n < MIN_N:
         note = f"ICC needs at least {MIN_N} complete subjects, got {n}"
-        return result(_NAN, _NAN, _NAN, _NAN, _NAN, note)
+        return result(NAN, NAN, NAN, NAN, NAN, note)
 
     grand = float(y.mean())
     row_means, col_means = y.mean(axis=1), y.mean(axis=0)
@@ -144,11 +144,11 @@ def icc_2_1(ratings: ArrayLike, *, confidence: float = 0.95) -> IccResult:
     resid = y - row_means[:, None] - col_means[None, :] + grand
     ss_err = float(np.sum(resid**2))
     # Rounding leaves ~eps·|HU| where the exact value is 0 (identical raters): snap to 0.
-    tol = n * k * (16 * _EPS * float(np.max(np.abs(y)))) ** 2
+    tol = n * k * (16 * EPS * float(np.max(np.abs(y)))) ** 2
     ss_rows, ss_cols, ss_err = (0.0 if s <= tol else s for s in (ss_rows, ss_cols, ss_err))
     msr, msc, mse = ss_rows / df1, ss_cols / (k - 1), ss_err / df2
     if mse == 0 and msr == 0:
-        return result(_NAN, _NAN, _NAN, _NAN, _NAN, "no variation between subjects: ICC undefined")
+        return result(NAN, NAN, NAN, NAN, NAN, "no variation between subjects: ICC undefined")
     if mse == 0 and msc == 0:
         return result(1.0, 1.0, 1.0, math.inf, 0.0, "perfect agreement (all raters identical)")
     icc = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
@@ -159,9 +159,9 @@ def icc_2_1(ratings: ArrayLike, *, confidence: float = 0.95) -> IccResult:
     a = k * icc / (n * (1 - icc))
     b = 1 + k * icc * (n - 1) / (n * (1 - icc))
     v_den = (a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / df2
-    v = (a * msc + b * mse) ** 2 / v_den if v_den > 0 else _NAN
+    v = (a * msc + b * mse) ** 2 / v_den if v_den > 0 else NAN
     if not (math.isfinite(v) and v > 0):
-        return result(icc, _NAN, _NAN, f_stat, p, "confidence interval undefined (df <= 0)")
+        return result(icc, NAN, NAN, f_stat, p, "confidence interval undefined (df <= 0)")
     f_hi = float(f_dist.isf(alpha / 2, df1, v))
     f_lo = float(f_dist.isf(alpha / 2, v, df1))
     c = k * msc + (k * n - k - n) * mse

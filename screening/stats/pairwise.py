@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from screening.config import require
 from screening.errors import ConfigError
-from screening.stats.icc import _EPS, _NAN, MIN_N, _finite_or_nan, icc_2_1
+from screening.stats.icc import EPS, MIN_N, NAN, finite_or_nan, icc_2_1
 
 __all__ = ["LOA_Z", "WILCOXON_ZERO_METHOD", "pair_agreement"]
 
@@ -33,11 +33,11 @@ LOA_Z = 1.96
 _T = TypeVar("_T")
 
 
-def _is_constant(x: NDArray[np.float64]) -> bool:
-    return bool(np.ptp(x) <= 16 * _EPS * float(np.max(np.abs(x))))
+def is_constant(x: NDArray[np.float64]) -> bool:
+    return bool(np.ptp(x) <= 16 * EPS * float(np.max(np.abs(x))))
 
 
-def _quiet(fn: Callable[[], _T], label: str, notes: list[str]) -> _T | None:
+def quietly(fn: Callable[[], _T], label: str, notes: list[str]) -> _T | None:
     """Call ``fn``; turn its warnings and ValueErrors into notes instead of letting them out."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -52,12 +52,14 @@ def _quiet(fn: Callable[[], _T], label: str, notes: list[str]) -> _T | None:
 
 
 def _empty_pair(n: int, n_missing: int, note: str) -> dict[str, Any]:
-    out: dict[str, Any] = dict.fromkeys(_PAIR_KEYS, _NAN)
+    out: dict[str, Any] = dict.fromkeys(_PAIR_KEYS, NAN)
     out.update(n=n, n_missing=n_missing, note=note)
     return out
 
 
-def _paired(a: ArrayLike, b: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
+def paired_finite(
+    a: ArrayLike, b: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
@@ -65,8 +67,8 @@ def _paired(a: ArrayLike, b: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np
             f"a and b must be 1-D arrays of the same length (one value per subject, NaN where "
             f"missing); got shapes {x.shape} and {y.shape}"
         )
-    _finite_or_nan(x, "a")
-    _finite_or_nan(y, "b")
+    finite_or_nan(x, "a")
+    finite_or_nan(y, "b")
     ok = ~(np.isnan(x) | np.isnan(y))
     return x[ok], y[ok], int((~ok).sum())
 
@@ -153,7 +155,7 @@ def pair_agreement(a: ArrayLike, b: ArrayLike, *, confidence: float = 0.95) -> d
     from scipy import stats
 
     require(0 < confidence < 1, f"confidence must be in (0, 1), got {confidence}")
-    x, y, n_missing = _paired(a, b)
+    x, y, n_missing = paired_finite(a, b)
     n = int(x.size)
     if n < MIN_N:
         return _empty_pair(n, n_missing, f"fewer than {MIN_N} complete pairs (n={n})")
@@ -161,20 +163,20 @@ def pair_agreement(a: ArrayLike, b: ArrayLike, *, confidence: float = 0.95) -> d
     d = x - y
     mean_d = float(d.mean())
     sd_d = float(d.std(ddof=1))
-    out: dict[str, Any] = dict.fromkeys(_PAIR_KEYS, _NAN)
+    out: dict[str, Any] = dict.fromkeys(_PAIR_KEYS, NAN)
     out.update(n=n, n_missing=n_missing, mse=float(np.mean(d**2)), mean_diff=mean_d, sd_diff=sd_d)
 
-    ks = _quiet(lambda: stats.ks_2samp(x, y), "KS two-sample", notes)
+    ks = quietly(lambda: stats.ks_2samp(x, y), "KS two-sample", notes)
     if ks is not None:
         out.update(ks_stat=float(ks.statistic), ks_p=float(ks.pvalue))
 
-    const = {"a": _is_constant(x), "b": _is_constant(y)}
+    const = {"a": is_constant(x), "b": is_constant(y)}
     for name, series in (("a", x), ("b", y)):
         if const[name]:
             notes.append(f"{name} is constant: its normality test is undefined")
             continue
         loc, scale = float(series.mean()), float(series.std(ddof=1))
-        res = _quiet(
+        res = quietly(
             functools.partial(stats.kstest, series, "norm", args=(loc, scale)),
             f"KS normality of {name}",
             notes,
@@ -187,7 +189,7 @@ def pair_agreement(a: ArrayLike, b: ArrayLike, *, confidence: float = 0.95) -> d
         verb = "is" if len(which) == 1 else "are"
         notes.append(f"{' and '.join(which)} {verb} constant: Spearman correlation undefined")
     else:
-        rho = _quiet(lambda: stats.spearmanr(x, y), "Spearman", notes)
+        rho = quietly(lambda: stats.spearmanr(x, y), "Spearman", notes)
         if rho is not None:
             out.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue))
 
@@ -216,14 +218,14 @@ def pair_agreement(a: ArrayLike, b: ArrayLike, *, confidence: float = 0.95) -> d
 
     if not np.any(d):
         notes.append("all differences are 0 (identical series): paired tests undefined")
-    elif _is_constant(d):
+    elif is_constant(d):
         notes.append("the differences are constant: paired t-test undefined")
-        w = _quiet(lambda: stats.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD), "Wilcoxon", notes)
-        out["wilcoxon_p"] = _NAN if w is None else float(w.pvalue)
+        w = quietly(lambda: stats.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD), "Wilcoxon", notes)
+        out["wilcoxon_p"] = NAN if w is None else float(w.pvalue)
     else:
-        t = _quiet(lambda: stats.ttest_rel(x, y), "paired t-test", notes)
-        w = _quiet(lambda: stats.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD), "Wilcoxon", notes)
-        out["t_p"] = _NAN if t is None else float(t.pvalue)
-        out["wilcoxon_p"] = _NAN if w is None else float(w.pvalue)
+        t = quietly(lambda: stats.ttest_rel(x, y), "paired t-test", notes)
+        w = quietly(lambda: stats.wilcoxon(d, zero_method=WILCOXON_ZERO_METHOD), "Wilcoxon", notes)
+        out["t_p"] = NAN if t is None else float(t.pvalue)
+        out["wilcoxon_p"] = NAN if w is None else float(w.pvalue)
     out["note"] = "; ".join(notes) or None
     return out

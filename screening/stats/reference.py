@@ -17,12 +17,12 @@ from screening.config import require
 from screening.errors import ConfigError
 from screening.reasons import SteatosisGrade
 from screening.stats.bootstrap import (
-    _as_methods,
-    _check_boot,
-    _check_missing,
-    _count_chunks,
-    _rng,
-    _weighted_auc,
+    as_methods,
+    as_rng,
+    check_boot,
+    check_missing,
+    count_chunks,
+    weighted_auc,
 )
 from screening.stats.estimates import auc
 
@@ -34,7 +34,7 @@ GRADE_PROBLEMS: dict[str, int] = {">= mild": 1, ">= moderate": 2, "severe": 3}
 _GRADE_CODES: dict[str, int] = {g.value: i for i, g in enumerate(SteatosisGrade)}
 
 
-def _to_pylist(values: Any) -> list[Any]:
+def as_pylist(values: Any) -> list[Any]:
     if isinstance(values, pa.ChunkedArray | pa.Array):
         return list(values.to_pylist())
     return list(np.asarray(values, dtype=object).ravel())
@@ -42,7 +42,7 @@ def _to_pylist(values: Any) -> list[Any]:
 
 def _grade_codes(values: Any, what: str) -> NDArray[np.int8]:
     """0 none / 1 mild / 2 moderate / 3 severe (also 0-3, "S0"-"S3"); -1 where missing."""
-    out = np.full(len(vals := _to_pylist(values)), -1, dtype=np.int8)
+    out = np.full(len(vals := as_pylist(values)), -1, dtype=np.int8)
     bad: list[Any] = []
     for i, v in enumerate(vals):
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -87,7 +87,7 @@ def reference_standard_truth(
         5 % of hepatocytes with fat). Usable as ``classification_table(..., truth=...)``.
     """
     if kind == "mri_pdff":
-        arr = pa.array(np.asarray(_to_pylist(column), dtype=np.float64), from_pandas=True)
+        arr = pa.array(np.asarray(as_pylist(column), dtype=np.float64), from_pandas=True)
         valid = arr.drop_null().to_numpy()
         if valid.size and valid.max() <= 1.0:
             warnings.warn(
@@ -132,10 +132,10 @@ def grade_roc_table(
         auc_lo, auc_hi, n_boot_used, note. A problem with an empty class is skipped (NaN) with
         a note.
     """
-    _check_boot(n_boot, confidence)
+    check_boot(n_boot, confidence)
     require(kind in ("hu", "pdff"), f"kind must be 'hu' or 'pdff', got {kind!r}")
-    names, h = _as_methods(hu_or_pdff)
-    _check_missing(h, "hu_or_pdff")
+    names, h = as_methods(hu_or_pdff)
+    check_missing(h, "hu_or_pdff")
     codes = _grade_codes(grades, "grades")
     require(codes.size == h.shape[1], f"{codes.size} grades for {h.shape[1]} cases")
     has_grade = codes >= 0
@@ -143,10 +143,10 @@ def grade_roc_table(
     sign = -1.0 if kind == "hu" else 1.0
     valid = ~np.isnan(h)
     boots = np.full((len(names), len(GRADE_PROBLEMS), n_boot), np.nan)
-    for part, w in _count_chunks(codes.size, n_boot, _rng(seed)):
+    for part, w in count_chunks(codes.size, n_boot, as_rng(seed)):
         for j, p in np.ndindex(boots.shape[:2]):
             truth = codes[valid[j]] >= list(GRADE_PROBLEMS.values())[p]
-            boots[j, p, part] = _weighted_auc(sign * h[j, valid[j]], truth, w[:, valid[j]])
+            boots[j, p, part] = weighted_auc(sign * h[j, valid[j]], truth, w[:, valid[j]])
     rows: list[dict[str, Any]] = []
     q = [50.0 * (1.0 - confidence), 50.0 * (1.0 + confidence)]
     for (j, p), (name, problem) in zip(

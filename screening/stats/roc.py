@@ -15,20 +15,20 @@ from numpy.typing import ArrayLike
 
 from screening.config import require
 from screening.stats.bootstrap import (
-    _as_methods,
-    _check_boot,
-    _check_missing,
-    _count_chunks,
-    _group,
-    _rng,
+    as_methods,
+    as_rng,
+    check_boot,
+    check_missing,
+    count_chunks,
+    tie_groups,
 )
 from screening.stats.estimates import (
     BoolArray,
     FloatArray,
     IntArray,
-    _one_class_note,
-    _score_1d,
-    _truth_1d,
+    one_class_note,
+    score_1d,
+    truth_1d,
 )
 
 __all__ = ["RocBand", "RocPoints", "roc_band", "roc_points"]
@@ -58,8 +58,8 @@ def roc_points(score: ArrayLike, truth: ArrayLike) -> RocPoints:
         ``inf``): a case is called positive when ``score >= threshold``. With one class only,
         the undefined rate is NaN (as sklearn, but without its warning).
     """
-    s = _score_1d(score)
-    t = _truth_1d(truth, s.size)
+    s = score_1d(score)
+    t = truth_1d(truth, s.size)
     order = np.argsort(-s, kind="stable")
     s_desc, t_desc = s[order], t[order]
     last = np.r_[np.flatnonzero(np.diff(s_desc)), s.size - 1] if s.size else np.zeros(0, int)
@@ -87,7 +87,7 @@ def _tpr_at_fpr(score: FloatArray, truth: BoolArray, w: IntArray, grid: FloatArr
     out = np.full((b, grid.size), np.nan)
     if score.size == 0:
         return out
-    g = _group(-score, truth, w)  # groups by descending score: thresholds from high to low
+    g = tie_groups(-score, truth, w)  # groups by descending score: thresholds from high to low
     tp = np.concatenate([np.zeros((b, 1), np.int64), np.cumsum(g.pos, axis=1)], axis=1)
     fp = np.concatenate([np.zeros((b, 1), np.int64), np.cumsum(g.neg, axis=1)], axis=1)
     ok = (tp[:, -1] > 0) & (fp[:, -1] > 0)
@@ -156,19 +156,19 @@ def roc_band(
         TPR is read off each resample's ROC curve, linear between points and the upper value
         where the curve is vertical; resamples with one class are dropped (``n_boot_used``).
     """
-    _check_boot(n_boot, confidence)
+    check_boot(n_boot, confidence)
     grid = np.linspace(0.0, 1.0, 101) if fpr_grid is None else np.asarray(fpr_grid, np.float64)
     require(
         grid.ndim == 1 and bool(np.all((grid >= 0) & (grid <= 1))),
         f"fpr_grid must be 1-D with values in [0, 1], got shape {grid.shape}",
     )
-    names, h = _as_methods(hu)
-    _check_missing(h, "hu")
-    t = _truth_1d(truth, h.shape[1])
+    names, h = as_methods(hu)
+    check_missing(h, "hu")
+    t = truth_1d(truth, h.shape[1])
     m = len(names)
     valid = ~np.isnan(h)
     boot = np.full((m, n_boot, grid.size), np.nan)
-    for part, w in _count_chunks(h.shape[1], n_boot, _rng(seed)):
+    for part, w in count_chunks(h.shape[1], n_boot, as_rng(seed)):
         for j in range(m):
             boot[j, part] = _tpr_at_fpr(-h[j, valid[j]], t[valid[j]], w[:, valid[j]], grid)
     tpr, lo, hi = (np.full((m, grid.size), np.nan) for _ in range(3))
@@ -183,6 +183,6 @@ def roc_band(
         if used_n[j]:
             lo[j], hi[j] = np.percentile(boot[j, ok], q, axis=0)
         n_pos = int(tj.sum())
-        note = _one_class_note("ROC", n_pos, tj.size - n_pos) if np.isnan(tpr[j, 0]) else ""
+        note = one_class_note("ROC", n_pos, tj.size - n_pos) if np.isnan(tpr[j, 0]) else ""
         notes.append(note)
     return RocBand(tuple(names), grid, tpr, lo, hi, n_boot, used_n, float(confidence), tuple(notes))

@@ -20,7 +20,6 @@ from screening.errors import ConfigError
 from screening.runtime.cluster import ClusterConfig, gpu_worker_count, open_client
 from screening.runtime.deploy import (
     KubernetesSpec,
-    LocalSpec,
     SchedulerSpec,
     SlurmSpec,
     kubernetes_manifest,
@@ -61,7 +60,7 @@ def _slurm_small(tmp_path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("name", "cls"),
     [
-        ("local.yaml", LocalSpec),
+        ("local.yaml", ClusterConfig),
         ("slurm.yaml", SlurmSpec),
         ("kubernetes.yaml", KubernetesSpec),
         ("scheduler-tls.yaml", SchedulerSpec),
@@ -84,6 +83,13 @@ def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'cpu\.memroy': unknown setting") as err:
         load_cluster_file(path)
     assert str(path) in str(err.value) and "memory" in str(err.value)  # lists what is expected
+
+
+def test_a_local_file_is_the_cluster_config_and_says_nothing_of_where(tmp_path: Path) -> None:
+    spec = load_cluster_file(_write(tmp_path, {"kind": "local", "workers": 3}))
+    assert spec == ClusterConfig(workers=3)
+    with pytest.raises(ConfigError, match=r"'scheduler': not a key of a 'kind: local' file"):
+        load_cluster_file(_write(tmp_path, {"kind": "local", "scheduler": "tcp://h:8786"}))
 
 
 def test_wrong_kind_and_missing_section(tmp_path: Path) -> None:

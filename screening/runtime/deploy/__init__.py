@@ -3,7 +3,8 @@
 One YAML file describes one deployment; its top-level ``kind`` picks the spec class and what
 :func:`open_cluster_file` builds:
 
-- ``local`` (:class:`LocalSpec`): the embedded LocalCluster of :func:`~.cluster.open_client`.
+- ``local`` (:class:`~screening.runtime.cluster.ClusterConfig`): the embedded LocalCluster of
+  :func:`~screening.runtime.cluster.open_client`.
 - ``slurm`` (:class:`SlurmSpec`): a scheduler in this process; CPU and GPU worker jobs
   submitted through dask-jobqueue, all joining that scheduler.
 - ``kubernetes`` (:class:`KubernetesSpec`): a ``DaskCluster`` (CPU workers) and a GPU
@@ -30,7 +31,6 @@ from screening.runtime.deploy.specs import (
     KubeScheduler,
     KubeVolume,
     KubeWorkerGroup,
-    LocalSpec,
     SchedulerSpec,
     SlurmCpuJobs,
     SlurmGpuJobs,
@@ -47,7 +47,6 @@ __all__ = [
     "KubeVolume",
     "KubeWorkerGroup",
     "KubernetesSpec",
-    "LocalSpec",
     "SchedulerSpec",
     "SlurmCpuJobs",
     "SlurmGpuJobs",

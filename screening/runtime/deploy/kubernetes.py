@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from screening.errors import attempt_import
-from screening.runtime.deploy.specs import _GPU_RESOURCE, KubernetesSpec, KubeWorkerGroup
+from screening.runtime.deploy.specs import GPU_RESOURCE, KubernetesSpec, KubeWorkerGroup
 
 __all__ = ["kubernetes_manifest"]
 
@@ -18,7 +18,7 @@ def _pod_spec(group: KubeWorkerGroup, spec: KubernetesSpec, make_worker_spec: An
     # the `dask-worker` / `dask-scheduler` scripts that dask-kubernetes defaults to.
     command = ["dask", "worker", "--nthreads", str(group.threads)]
     if group.gpu:
-        command += ["--resources", f"{_GPU_RESOURCE}=1"]
+        command += ["--resources", f"{GPU_RESOURCE}=1"]
     worker = make_worker_spec(
         image=spec.image,
         n_workers=group.replicas,
@@ -86,7 +86,7 @@ def kubernetes_manifest(spec: KubernetesSpec) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-def _start_kubernetes(spec: KubernetesSpec) -> Any:
+def start_kubernetes(spec: KubernetesSpec) -> Any:
     operator: Any = attempt_import("dask_kubernetes.operator", "kubernetes")
     from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
 

@@ -10,15 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from screening.runtime.cluster import open_client
-from screening.runtime.deploy.kubernetes import _start_kubernetes
-from screening.runtime.deploy.slurm import _close_slurm, _start_slurm
+from screening.runtime.cluster import ClusterConfig, open_client
+from screening.runtime.deploy.kubernetes import start_kubernetes
+from screening.runtime.deploy.slurm import close_slurm, start_slurm
 from screening.runtime.deploy.specs import (
-    _GPU_RESOURCE,
-    LocalSpec,
+    GPU_RESOURCE,
     SchedulerSpec,
     SlurmSpec,
-    _check_tls_files,
+    check_tls_files,
     load_cluster_file,
     security_for,
 )
@@ -33,7 +32,7 @@ def _wait_for_workers(client: Any, *, cpu: bool, gpu: bool, timeout_s: float) ->
     deadline = time.monotonic() + timeout_s
     while True:
         workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
-        n_gpu = sum(1 for w in workers if w.get("resources", {}).get(_GPU_RESOURCE, 0) >= 1)
+        n_gpu = sum(1 for w in workers if w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1)
         missing = [
             kind
             for kind, wanted, have in (("CPU", cpu, len(workers) - n_gpu), ("GPU", gpu, n_gpu))
@@ -75,9 +74,9 @@ def open_cluster_file(path: str | os.PathLike[str]) -> Iterator[Any]:
 
     file = Path(path)
     spec = load_cluster_file(file)
-    _check_tls_files(spec, file)
-    if isinstance(spec, LocalSpec):
-        with open_client(spec.cluster_config()) as client:
+    check_tls_files(spec, file)
+    if isinstance(spec, ClusterConfig):
+        with open_client(spec) as client:
             yield client
         return
     security = security_for(spec)
@@ -90,10 +89,10 @@ def open_cluster_file(path: str | os.PathLike[str]) -> Iterator[Any]:
             client.close()
         return
     if isinstance(spec, SlurmSpec):
-        cluster = _start_slurm(spec)
+        cluster = start_slurm(spec)
         cpu, gpu, timeout_s = spec.cpu.jobs > 0, spec.gpu.jobs > 0, spec.startup_timeout_s
     else:
-        cluster = _start_kubernetes(spec)
+        cluster = start_kubernetes(spec)
         cpu, gpu, timeout_s = spec.cpu.replicas > 0, spec.gpu.replicas > 0, spec.startup_timeout_s
     try:
         client = Client(cluster, security=security)
@@ -106,6 +105,6 @@ def open_cluster_file(path: str | os.PathLike[str]) -> Iterator[Any]:
             client.close()
     finally:
         if isinstance(spec, SlurmSpec):
-            _close_slurm(cluster)
+            close_slurm(cluster)
         else:
             cluster.close()

@@ -11,7 +11,7 @@ from typing import Any
 
 from screening.errors import attempt_import
 from screening.runtime.deploy.specs import (
-    _GPU_RESOURCE,
+    GPU_RESOURCE,
     SlurmCpuJobs,
     SlurmGpuJobs,
     SlurmSpec,
@@ -31,7 +31,7 @@ def _slurm_job_kwargs(jobs: SlurmCpuJobs, spec: SlurmSpec) -> dict[str, Any]:
     extra_args = list(jobs.worker_extra_args)
     if isinstance(jobs, SlurmGpuJobs):
         directives.append(jobs.gpu_request)
-        extra_args += ["--resources", f"{_GPU_RESOURCE}=1"]
+        extra_args += ["--resources", f"{GPU_RESOURCE}=1"]
     security = security_for(spec)
     return {
         "queue": jobs.queue,
@@ -88,7 +88,7 @@ def slurm_job_scripts(spec: SlurmSpec, scheduler_address: str | None = None) -> 
     }
 
 
-def _start_slurm(spec: SlurmSpec) -> Any:
+def start_slurm(spec: SlurmSpec) -> Any:
     """A SLURMCluster whose scheduler also receives the GPU jobs, all jobs submitted."""
     slurm: Any = attempt_import("dask_jobqueue.slurm", "slurm")
     cpu_kwargs = _slurm_job_kwargs(spec.cpu, spec)
@@ -120,7 +120,7 @@ def _start_slurm(spec: SlurmSpec) -> Any:
         # Submitting synchronously (not via scale()) makes an sbatch error raise here.
         cluster.sync(cluster._correct_state)
     except BaseException:
-        _close_slurm(cluster)
+        close_slurm(cluster)
         raise
     log.info(
         "submitted %d CPU and %d GPU SLURM job(s) to scheduler %s",
@@ -131,7 +131,7 @@ def _start_slurm(spec: SlurmSpec) -> Any:
     return cluster
 
 
-def _close_slurm(cluster: Any) -> None:
+def close_slurm(cluster: Any) -> None:
     """Cancel every job (scancel) and stop the scheduler."""
     from distributed.core import Status
 

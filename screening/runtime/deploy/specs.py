@@ -27,7 +27,6 @@ __all__ = [
     "KubeVolume",
     "KubeWorkerGroup",
     "KubernetesSpec",
-    "LocalSpec",
     "SchedulerSpec",
     "SlurmCpuJobs",
     "SlurmGpuJobs",
@@ -39,7 +38,7 @@ __all__ = [
 
 # Field metadata: a filesystem path that resolves against the YAML file's folder.
 _PATH = {"path": True}
-_GPU_RESOURCE = "GPU"  # the worker resource the segment stage asks for (docs/architecture.md)
+GPU_RESOURCE = "GPU"  # the worker resource the segment stage asks for (docs/architecture.md)
 _K8S_GPU = "nvidia.com/gpu"
 
 
@@ -57,24 +56,6 @@ class TLSSpec(FrozenConfig):
     ca_file: str = field(metadata=_PATH)
     cert: str = field(metadata=_PATH)
     key: str = field(metadata=_PATH)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalSpec(FrozenConfig):
-    """``kind: local``: the :class:`~screening.runtime.cluster.ClusterConfig` fields."""
-
-    kind: ClassVar[str] = "local"
-    workers: int | None = None
-    threads_per_worker: int = 1
-    memory_limit: str = "auto"
-    dashboard: bool = True
-    gpu_workers: int | None = None
-
-    def __post_init__(self) -> None:
-        self.cluster_config()  # validates
-
-    def cluster_config(self) -> ClusterConfig:
-        return ClusterConfig(**self.to_dict())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +124,7 @@ class SlurmCpuJobs(FrozenConfig):
         require(
             "--resources" not in " ".join(self.worker_extra_args),
             "worker_extra_args must not set --resources: GPU workers get "
-            f"'--resources {_GPU_RESOURCE}=1' from the gpu: section, CPU workers none",
+            f"'--resources {GPU_RESOURCE}=1' from the gpu: section, CPU workers none",
         )
 
 
@@ -282,13 +263,17 @@ class KubernetesSpec(FrozenConfig):
         require(self.startup_timeout_s >= 0, "startup_timeout_s must be >= 0")
 
 
-DeploySpec = LocalSpec | SlurmSpec | KubernetesSpec | SchedulerSpec
+#: ``kind: local`` is the embedded cluster's own :class:`ClusterConfig` (one spec, not two).
+DeploySpec = ClusterConfig | SlurmSpec | KubernetesSpec | SchedulerSpec
 _KINDS: dict[str, type[Any]] = {
-    c.kind: c for c in (LocalSpec, SlurmSpec, KubernetesSpec, SchedulerSpec)
+    c.kind: c for c in (ClusterConfig, SlurmSpec, KubernetesSpec, SchedulerSpec)
 }
 
 
 # --------------------------------------------------------------------------- parsing
+
+#: ClusterConfig fields that say where the cluster is, not what the local one looks like.
+_NOT_IN_LOCAL_FILES = ("scheduler", "cluster_file")
 
 
 def load_cluster_file(path: str | os.PathLike[str]) -> DeploySpec:
@@ -332,6 +317,14 @@ def load_cluster_file(path: str | os.PathLike[str]) -> DeploySpec:
     if kind not in _KINDS:
         got = "missing" if kind is None else repr(kind)
         raise ConfigError(f"'kind': expected one of {sorted(_KINDS)}, got {got}", path=file)
+    if kind == ClusterConfig.kind:
+        for name in _NOT_IN_LOCAL_FILES:
+            if name in data:
+                raise ConfigError(
+                    f"{name!r}: not a key of a 'kind: local' file (use 'kind: scheduler' to "
+                    "connect to a running scheduler)",
+                    path=file,
+                )
     spec: DeploySpec = _parse(_KINDS[kind], data, where="", file=file)
     return spec
 
@@ -458,7 +451,7 @@ def security_for(spec: DeploySpec) -> Any:
     return Security(require_encryption=True, **kwargs)
 
 
-def _check_tls_files(spec: DeploySpec, file: Path) -> None:
+def check_tls_files(spec: DeploySpec, file: Path) -> None:
     tls = getattr(spec, "tls", None)
     for name in ("ca_file", "cert", "key"):
         if tls is not None and not os.path.isfile(getattr(tls, name)):
