@@ -60,7 +60,8 @@ def _imports(path: Path, root: Path) -> Iterator[tuple[str, int]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            targets = [target]
+            # A name imported from a package may be its submodule (``from . import scan``).
+            targets = [target, *(f"{target}.{a.name}" for a in node.names)]
         elif isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         else:
@@ -86,6 +87,28 @@ def unit_edges(root: Path) -> dict[tuple[str, str], list[str]]:
                 where = f"{path.relative_to(root.parent)}:{line}"
                 edges.setdefault((here, there), []).append(where)
     return edges
+
+
+def module_edges(root: Path) -> dict[tuple[str, str], list[str]]:
+    """``(module, module) -> ["file:line", ...]``; an imported name resolves to its module."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        here = _module_name(path, root)
+        for target, line in _imports(path, root):
+            module = target
+            while module and not _is_module(root, module):
+                module = module.rpartition(".")[0]
+            if module != target and module == target.rpartition(".")[0]:
+                continue  # ``pkg.name`` where name is not a module: ``pkg`` is yielded too
+            if module and module != here:
+                where = f"{path.relative_to(root.parent)}:{line}"
+                edges.setdefault((here, module), []).append(where)
+    return edges
+
+
+def _is_module(root: Path, name: str) -> bool:
+    path = root.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def layer_violations(
@@ -155,6 +178,12 @@ def test_no_import_cycle_between_packages() -> None:
     assert cycles(unit_edges(PACKAGE)) == []
 
 
+def test_no_import_cycle_between_modules() -> None:
+    """Finer than packages: e.g. the local cluster and the deployment files, or the model
+    backends and the store wrapper, must not import each other either."""
+    assert cycles(module_edges(PACKAGE)) == []
+
+
 def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     pkg = tmp_path / "screening"
     (pkg / "store").mkdir(parents=True)
@@ -167,6 +196,7 @@ def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     edges = unit_edges(pkg)
     assert set(edges) == {("store", "pipeline"), ("pipeline", "store")}
     assert cycles(edges) == [["pipeline", "store"]]
+    assert cycles(module_edges(pkg)) == [["screening.pipeline", "screening.store.scan"]]
     violations = layer_violations(edges, LAYERS)
     assert len(violations) == 1 and "store (layer 1) imports pipeline (layer 4)" in violations[0]
 

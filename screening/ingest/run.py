@@ -35,7 +35,8 @@ from screening.ingest.pseudonym import PseudonymKey, missing_key_error
 from screening.ingest.sources import FoundFile, SourceProblem, SourceSpec, walk_source
 from screening.ingest.validate import ValidationConfig
 from screening.reasons import ReasonCode, SourceFormat, Status
-from screening.runtime.cluster import ClusterConfig, open_client, worker_count
+from screening.runtime.client import open_client
+from screening.runtime.cluster import ClusterConfig, worker_count
 from screening.runtime.stream import run_bounded
 from screening.store.catalog import (
     CatalogWriter,

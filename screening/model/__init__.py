@@ -7,6 +7,7 @@ from screening.model.backends import (
     UNetBackend,
     load_backend,
     model_kind,
+    segmentation_producer,
 )
 from screening.model.checkpoint import DEMO_MODEL_DIR, LoadedModel, load_model, save_model
 from screening.model.inference import (
@@ -19,12 +20,7 @@ from screening.model.inference import (
     segment_volume,
 )
 from screening.model.network import LABELS, NetworkConfig, build_network
-from screening.model.segment import (
-    SegmentSummary,
-    segment_store,
-    segment_stores,
-    segmentation_producer,
-)
+from screening.model.segment import SegmentSummary, segment_store, segment_stores
 from screening.model.train import TrainConfig, TrainResult, train
 
 __all__ = [

@@ -55,6 +55,7 @@ __all__ = [
     "UNetBackend",
     "load_backend",
     "model_kind",
+    "segmentation_producer",
 ]
 
 #: What ``screening run`` / ``screen`` segment with when no ``--model`` is given.
@@ -92,6 +93,20 @@ class Backend(Protocol):
     ) -> SegmentationResult: ...
 
 
+def segmentation_producer(model: LoadedModel, cfg: InferenceConfig) -> dict[str, Any]:
+    """What made a ``seg``: weights (fine and coarse), model-grid preprocessing, inference.
+
+    Stored in the ``seg`` attributes and folded into ``pipeline_id``, so a run can name its
+    pipeline before any scan is segmented and ``screening measure`` finds the same id later.
+    """
+    return {
+        "model_id": model.model_id,
+        "coarse_model_id": model.coarse.model_id if (cfg.cascade and model.coarse) else None,
+        "preprocess": model.preprocess_cfg.to_dict(),
+        "inference": cfg.to_dict(),
+    }
+
+
 @dataclass(frozen=True, eq=False)
 class UNetBackend:
     """A ``screening train`` model directory (liver and spleen), with its inference settings."""
@@ -120,8 +135,6 @@ class UNetBackend:
         return self.model.preprocess_cfg
 
     def producer(self) -> dict[str, Any]:
-        from screening.model.segment import segmentation_producer
-
         return segmentation_producer(self.model, self.inference)
 
     def segment(

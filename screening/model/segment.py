@@ -15,23 +15,9 @@ from screening.model.backends import Backend, UNetBackend
 from screening.model.checkpoint import LoadedModel
 from screening.model.inference import InferenceConfig
 
-__all__ = ["SegmentSummary", "segment_store", "segment_stores", "segmentation_producer"]
+__all__ = ["SegmentSummary", "segment_store", "segment_stores"]
 
 log = logging.getLogger(__name__)
-
-
-def segmentation_producer(model: LoadedModel, cfg: InferenceConfig) -> dict[str, Any]:
-    """What made a ``seg``: weights (fine and coarse), model-grid preprocessing, inference.
-
-    Stored in the ``seg`` attributes and folded into ``pipeline_id``, so a run can name its
-    pipeline before any scan is segmented and ``screening measure`` finds the same id later.
-    """
-    return {
-        "model_id": model.model_id,
-        "coarse_model_id": model.coarse.model_id if (cfg.cascade and model.coarse) else None,
-        "preprocess": model.preprocess_cfg.to_dict(),
-        "inference": cfg.to_dict(),
-    }
 
 
 def _usable_prep(store: Any, preprocess_cfg: Any) -> Any:

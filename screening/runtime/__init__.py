@@ -3,7 +3,8 @@
 Stages submit work through this layer; it knows nothing of scans or models.
 """
 
-from screening.runtime.cluster import ClusterConfig, open_client
+from screening.runtime.client import open_client
+from screening.runtime.cluster import ClusterConfig
 from screening.runtime.stream import Outcome, run_bounded
 
 __all__ = ["ClusterConfig", "Outcome", "open_client", "run_bounded"]

@@ -1,8 +1,5 @@
-"""Where tasks run: the embedded LocalCluster or an existing Dask scheduler.
-
-Every stage (ingest now; preprocess, segment, measure later) goes through :func:`open_client`,
-so pointing a run at a real cluster is one option, never a code change.
-"""
+"""The embedded cluster: :class:`ClusterConfig` (also ``kind: local`` of a deployment file),
+the LocalCluster it describes (with GPU workers), and worker counts."""
 
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ import dask
 
 from screening.config import FrozenConfig, require
 
-__all__ = ["ClusterConfig", "open_client"]
+__all__ = ["ClusterConfig", "gpu_worker_count", "open_local_client", "worker_count"]
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +124,10 @@ def _add_gpu_workers(cluster: Any, n_gpu: int) -> None:
 
 
 @contextmanager
-def open_client(cfg: ClusterConfig) -> Iterator[Any]:
-    """A connected ``distributed.Client``; the local cluster (if any) closes on exit."""
+def open_local_client(cfg: ClusterConfig) -> Iterator[Any]:
+    """A client of a new LocalCluster described by ``cfg``; the cluster closes on exit."""
     from distributed import Client, LocalCluster
 
-    if cfg.cluster_file:
-        from screening.runtime.deploy import open_cluster_file
-
-        with open_cluster_file(cfg.cluster_file) as client:
-            yield client
-        return
-    if cfg.scheduler:
-        client = Client(cfg.scheduler)
-        log.info("connected to scheduler %s; dashboard: %s", cfg.scheduler, client.dashboard_link)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
     n_gpu = cfg.n_gpu_workers()
     # Read by each Nanny when it is created (and reused when it restarts its worker).
     with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cfg)}):

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from screening.errors import ConfigError
-from screening.runtime.cluster import ClusterConfig, gpu_worker_count, open_client
+from screening.runtime.client import open_client
+from screening.runtime.cluster import ClusterConfig, gpu_worker_count
 from screening.runtime.deploy import (
     KubernetesSpec,
     SchedulerSpec,

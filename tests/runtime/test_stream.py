@@ -7,8 +7,7 @@ import os
 import dask
 from distributed import Client, LocalCluster
 
-from screening.runtime import run_bounded
-from screening.runtime.cluster import ClusterConfig, open_client
+from screening.runtime import ClusterConfig, open_client, run_bounded
 
 
 def _work(x: int) -> int:

@@ -4,7 +4,7 @@ One YAML file describes one deployment; its top-level ``kind`` picks the spec cl
 :func:`open_cluster_file` builds:
 
 - ``local`` (:class:`~screening.runtime.cluster.ClusterConfig`): the embedded LocalCluster of
-  :func:`~screening.runtime.cluster.open_client`.
+  :func:`~screening.runtime.client.open_client`.
 - ``slurm`` (:class:`SlurmSpec`): a scheduler in this process; CPU and GPU worker jobs
   submitted through dask-jobqueue, all joining that scheduler.
 - ``kubernetes`` (:class:`KubernetesSpec`): a ``DaskCluster`` (CPU workers) and a GPU

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from screening.runtime.cluster import ClusterConfig, open_client
+from screening.runtime.cluster import ClusterConfig, open_local_client
 from screening.runtime.deploy.kubernetes import start_kubernetes
 from screening.runtime.deploy.slurm import close_slurm, start_slurm
 from screening.runtime.deploy.specs import (
@@ -76,7 +76,7 @@ def open_cluster_file(path: str | os.PathLike[str]) -> Iterator[Any]:
     spec = load_cluster_file(file)
     check_tls_files(spec, file)
     if isinstance(spec, ClusterConfig):
-        with open_client(spec) as client:
+        with open_local_client(spec) as client:
             yield client
         return
     security = security_for(spec)
