@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from screening.config import FrozenConfig, require
+from screening.store.scan import open_scan_store, write_derived_array
 
 if TYPE_CHECKING:
     import torch
@@ -272,8 +273,6 @@ def write_prep(
     An existing ``prep`` made with the same configuration is kept (a task that ran twice).
     Returns a small record: shape, spacing and the configuration digest.
     """
-    from screening.store.scan import open_scan_store, write_derived_array
-
     store = open_scan_store(store_path)
     digest = cfg.digest()
     existing = store.derived_attrs("prep")

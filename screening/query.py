@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.errors import ConfigError
+from screening.store.catalog import CATALOG_DIR
 
 __all__ = ["EXAMPLE_QUERIES", "connect", "run_query", "sandbox"]
 
@@ -51,8 +52,6 @@ def connect(results: str | os.PathLike[str], store: str | os.PathLike[str] | Non
     con = duckdb.connect()
     datasets = {"measurements": root / "measurements", "failures": root / "failures"}
     if store is not None:
-        from screening.store.catalog import CATALOG_DIR
-
         datasets["scans"] = Path(store) / CATALOG_DIR
     for name, folder in datasets.items():
         con.register(name, read_dataset(folder, load_table_schema(name)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from screening.constants import STEATOSIS_THRESHOLD_HU
+
 
 def _synth(args: argparse.Namespace) -> int:
     from screening.synthetic.cohort import generate_cohort
@@ -45,7 +47,8 @@ def add_commands(sub: Any) -> None:
         "--prevalence",
         type=float,
         default=0.25,
-        help="share of subjects with steatosis (liver <= 40 HU), default 0.25",
+        help=f"share of subjects with steatosis (liver <= {STEATOSIS_THRESHOLD_HU:g} HU), "
+        "default 0.25",
     )
     synth.add_argument("--cohort", default="synthetic", help="cohort name in manifest.csv")
     synth.add_argument(

@@ -25,6 +25,7 @@ from screening.measure.config import MeasureConfig
 from screening.measure.overlay import render_overlay, write_overlay
 from screening.measure.volume import measure_volume, to_model_grid
 from screening.reasons import ReasonCode, Segmenter, Status
+from screening.store.scan import is_complete, open_scan_store
 
 __all__ = [
     "SEGMENTATION_ARRAYS",
@@ -111,8 +112,6 @@ def measure_store(
     ``overlay_file``. Raises :class:`StoreError` (reason NO_SEGMENTATION) when the store has no
     masks from ``segmenter``.
     """
-    from screening.store.scan import open_scan_store
-
     t0 = time.perf_counter()
     store = open_scan_store(store_path)
     scan = store.attrs.get("scan", {})
@@ -181,8 +180,6 @@ def failure_row(
     Its ``pipeline_id`` is the one a successful measurement would have had, so a later
     success supersedes it (compaction keeps the latest row per key).
     """
-    from screening.store.scan import open_scan_store
-
     path = Path(store_path)
     reason, message = failure_reason(error)
     scan_id, cohort = path.stem, "default"
@@ -267,7 +264,6 @@ def measure_stores(
     cannot be measured becomes a ``failed`` row with its reason.
     """
     from screening.schemas import load_table_schema
-    from screening.store.scan import is_complete, open_scan_store
     from screening.tables import write_part
 
     t0 = time.perf_counter()

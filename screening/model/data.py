@@ -20,6 +20,7 @@ from screening.preprocess import (
     preprocess_volume,
     resample_labels_nearest,
 )
+from screening.store.scan import is_complete, open_scan_store
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +63,6 @@ def labelled_store_paths(store_root: str | os.PathLike[str]) -> list[Path]:
     Ordered by source path, not by scan id: scan ids depend on the pseudonymisation key, and
     training must not (the same data under another key gives the same run).
     """
-    from screening.store.scan import is_complete
-
     root = Path(store_root) / "scans"
     found = [
         p
@@ -77,8 +76,6 @@ def load_labelled_scan(
     store_path: str | os.PathLike[str], cfg: PreprocessConfig, rng: np.random.Generator
 ) -> LabelledScan:
     """Read ``ct`` and ``seg_reference``, bring both to the model grid (linear / nearest)."""
-    from screening.store.scan import open_scan_store
-
     store = open_scan_store(store_path)
     ct, ref = store.read("ct"), store.read("seg_reference")
     if ref.shape != ct.shape:

@@ -14,6 +14,7 @@ from screening.errors import ScreeningError
 from screening.model.backends import Backend, UNetBackend
 from screening.model.checkpoint import LoadedModel
 from screening.model.inference import InferenceConfig
+from screening.store.scan import is_complete, open_scan_store, write_derived_array
 
 __all__ = ["SegmentSummary", "segment_store", "segment_stores"]
 
@@ -53,7 +54,6 @@ def segment_store(
     leaves spleen unmeasured, with a reason) and the domain it was trained on.
     """
     from screening.model.inference import resolve_device
-    from screening.store.scan import open_scan_store, write_derived_array
 
     backend = _backend(model, cfg)
     store = open_scan_store(store_path)
@@ -116,8 +116,6 @@ def segment_stores(
     progress: bool = False,
 ) -> SegmentSummary:
     """Segment every complete scan store under ``STORE/scans`` in turn."""
-    from screening.store.scan import is_complete
-
     t0 = time.perf_counter()
     paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))
     summary = SegmentSummary()

@@ -37,6 +37,7 @@ from screening.model.inference import (
 )
 from screening.model.network import LABELS, NetworkConfig, build_network
 from screening.preprocess import PreprocessConfig
+from screening.store.scan import open_scan_store
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -138,8 +139,6 @@ def _validate(
 def _training_domain(paths: Any) -> str:
     """``synthetic`` when every training scan was made by ``screening synth`` (ingest's
     ``source.synthetic``), else ``real``: what the card says the model knows."""
-    from screening.store.scan import open_scan_store
-
     marks = [bool(open_scan_store(p).attrs.get("source", {}).get("synthetic")) for p in paths]
     return "synthetic" if marks and all(marks) else "real"
 

@@ -59,6 +59,7 @@ from screening.pipeline.tasks import (
 )
 from screening.reasons import ReasonCode, Segmenter, Stage, Status
 from screening.runtime.cluster import gpu_worker_count, worker_count
+from screening.store.catalog import read_catalog
 from screening.store.results import (
     FAILURES_DIR,
     MEASUREMENTS_DIR,
@@ -68,6 +69,7 @@ from screening.store.results import (
     failure_counts,
     write_pipeline_record,
 )
+from screening.store.scan import is_complete, scan_store_path
 
 __all__ = [
     "RunConfig",
@@ -226,9 +228,6 @@ def _qualname(fn: Any) -> str:
 
 def plan_run(store_root: Path, results: Path, pid: str, *, retry_failed: bool) -> RunPlan:
     """Scans of the store's catalog (status ok, store complete) minus those already committed."""
-    from screening.store.catalog import read_catalog
-    from screening.store.scan import is_complete, scan_store_path
-
     if not (store_root / "scans").is_dir():
         raise StoreError(
             f"{store_root} is not a scan store (no scans/ folder): run `screening ingest` first",

@@ -28,6 +28,7 @@ from screening.model.inference import InferenceConfig
 from screening.model.nnunet import NnUNetConfig
 from screening.preprocess import PreprocessConfig
 from screening.reasons import ReasonCode, Segmenter, Stage
+from screening.store.scan import open_scan_store, write_derived_array
 
 __all__ = [
     "MODEL_PLUGIN",
@@ -215,8 +216,6 @@ def preprocess_task(scan: ScanRef, settings: StageSettings) -> dict[str, Any]:
 
 
 def _segment_custom(scan: ScanRef, settings: StageSettings) -> dict[str, Any]:
-    from screening.store.scan import open_scan_store, write_derived_array
-
     assert settings.segment_fn is not None
     producer = {"segment_fn": settings.segment_fn_name}
     store = open_scan_store(scan.store_path)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from screening.config import FrozenConfig, require
 from screening.constants import METHOD_COLUMNS, STEATOSIS_THRESHOLD_HU
 from screening.errors import ConfigError
+from screening.store.results import read_pipeline
 
 __all__ = ["METHODS", "StatsConfig", "StatsSummary", "compute_stats"]
 
@@ -88,8 +89,6 @@ def _resolve(
     results: Path, store: str | os.PathLike[str] | None, pipeline_id: str | None
 ) -> tuple[str, Path]:
     """(pipeline_id, store) from RESULTS/pipelines, or from the arguments."""
-    from screening.store.results import read_pipeline
-
     try:
         record = read_pipeline(results, pipeline_id)
         return str(record["pipeline_id"]), Path(store or record["store"])

@@ -37,6 +37,7 @@ from screening.config import require
 from screening.constants import ORGAN_LABELS
 from screening.errors import ConfigError
 from screening.masks import bounding_box
+from screening.store.scan import is_complete, open_scan_store
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -458,8 +459,6 @@ def segmentation_row(
         without either array, or with arrays of different shapes, gives rows whose metrics are
         all None and whose ``reason`` says why ("no seg", "no seg_reference", "grid mismatch").
     """
-    from screening.store.scan import open_scan_store
-
     store = open_scan_store(store_path)
     scan = store.attrs.get("scan", {})
     scan_id, cohort = str(scan["scan_id"]), scan.get("cohort")
@@ -511,8 +510,6 @@ def segmentation_table(
     pyarrow.Table
         :data:`SEGMENTATION_SCHEMA`, rows ordered by store then organ; undefined metrics null.
     """
-    from screening.store.scan import is_complete
-
     paths = sorted(
         str(p)
         for p in (Path(store_root) / "scans").glob("*.zarr")

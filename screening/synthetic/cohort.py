@@ -179,7 +179,8 @@ class CohortSummary:
         sites = ", ".join(f"{k}: {v}" for k, v in sorted(self.by_site.items()))
         return (
             f"wrote {self.n_cases} synthetic CT scans to {self.out_dir} ({sites}); "
-            f"{self.n_steatosis} steatotic (<= 40 HU), {self.n_contrast} contrast-enhanced, "
+            f"{self.n_steatosis} steatotic (<= {STEATOSIS_THRESHOLD_HU:g} HU), "
+            f"{self.n_contrast} contrast-enhanced, "
             f"{self.n_truncated} with the liver cut off by the field of view"
             f"{f', {self.n_corrupt} corrupt DICOM series' if self.n_corrupt else ''}.\n"
             f"  manifest: {self.out_dir / 'manifest.csv'}\n"

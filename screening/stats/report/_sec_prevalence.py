@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from screening.constants import STEATOSIS_THRESHOLD_HU
 from screening.stats.report._figures import ForestPanel, Interval, forest_plot
 from screening.stats.report._html import (
     METHOD_LABELS,
@@ -172,7 +173,7 @@ def headline_section(
             + '<p class="note">Only decided scans enter the prevalence; scans rejected at '
             "ingest, not run, failed, excluded for contrast or left undecided are counted here "
             "and in every table below. Steatosis: the measurement's decision (liver attenuation at "
-            "or below the threshold, 40 HU by default).</p>"
+            f"or below the threshold, {STEATOSIS_THRESHOLD_HU:g} HU by default).</p>"
         )
     if measurements:
         parts.append(_measurement_counts(measurements))
