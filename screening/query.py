@@ -13,10 +13,10 @@ extension install) and can write no file (``COPY ... TO`` is refused).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from screening.errors import ConfigError
+from screening.location import Location, Where
 from screening.store.catalog import CATALOG_DIR
 
 __all__ = ["EXAMPLE_QUERIES", "connect", "run_query", "sandbox"]
@@ -38,7 +38,7 @@ EXAMPLE_QUERIES = {
 }
 
 
-def connect(results: str | os.PathLike[str], store: str | os.PathLike[str] | None = None) -> Any:
+def connect(results: Where, store: Where | None = None) -> Any:
     """A DuckDB connection with views ``measurements`` and ``failures`` over ``results`` and,
     when ``store`` is given, ``scans`` over its catalog."""
     import duckdb
@@ -46,13 +46,14 @@ def connect(results: str | os.PathLike[str], store: str | os.PathLike[str] | Non
     from screening.schemas import load_table_schema
     from screening.tables import read_dataset
 
-    root = Path(results)
+    root = Location.of(results)
+    root.check_reachable()
     if not root.is_dir():
         raise ConfigError(f"no results folder at {root}: run `screening measure` (or run) first")
     con = duckdb.connect()
     datasets = {"measurements": root / "measurements", "failures": root / "failures"}
     if store is not None:
-        datasets["scans"] = Path(store) / CATALOG_DIR
+        datasets["scans"] = Location.of(store) / CATALOG_DIR
     for name, folder in datasets.items():
         con.register(name, read_dataset(folder, load_table_schema(name)))
     return con

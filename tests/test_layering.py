@@ -30,6 +30,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "schemas",
             "tables",
             "masks",
+            "location",
         }
     ),
     frozenset({"store"}),

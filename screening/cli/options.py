@@ -205,11 +205,16 @@ FILE_ONLY.propagate = False
 
 
 def log_to_file(results: str) -> logging.FileHandler:
-    """Also log this run (INFO and up) to RESULTS/logs/run-<UTC time>.log."""
+    """Also log this run (INFO and up) to RESULTS/logs/run-<UTC time>.log (for results in an
+    object store: a local file first, copied there by :func:`close_log`)."""
+    import tempfile
     from datetime import UTC, datetime
     from pathlib import Path
 
-    folder = Path(results) / "logs"
+    from screening.location import is_url
+
+    local = Path(tempfile.gettempdir()) / "screening-logs" if is_url(results) else Path(results)
+    folder = local / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"run-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.log"
     handler = logging.FileHandler(path)
@@ -222,3 +227,21 @@ def log_to_file(results: str) -> logging.FileHandler:
     FILE_ONLY.addHandler(handler)
     FILE_ONLY.setLevel(logging.INFO)
     return handler
+
+
+def close_log(handler: logging.FileHandler, results: str) -> str:
+    """Detach and close the run's log; where it now is (copied into an object-store RESULTS)."""
+    from pathlib import Path
+
+    from screening.location import Location, is_url
+
+    logging.getLogger().removeHandler(handler)
+    FILE_ONLY.removeHandler(handler)
+    handler.close()
+    if not is_url(results):
+        return handler.baseFilename
+    local = Path(handler.baseFilename)
+    target = Location.of(results) / "logs" / local.name
+    target.write_bytes(local.read_bytes())
+    local.unlink()
+    return target.url

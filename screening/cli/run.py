@@ -16,6 +16,7 @@ from screening.cli.options import (
     add_cluster_options,
     add_measure_options,
     add_nnunet_options,
+    close_log,
     cluster_config,
     given,
     log_to_file,
@@ -77,9 +78,7 @@ def _run_on_cluster(args: argparse.Namespace, store: str, results: str) -> int:
         FILE_ONLY.info("summary: %s", summary.describe())
     finally:
         progress.close()
-        logging.getLogger().removeHandler(handler)
-        FILE_ONLY.removeHandler(handler)
-        handler.close()
+        log_file = close_log(handler, results)
     print(summary.describe())
     _print_prevalence(results, store, summary.pipeline_id)
     print(

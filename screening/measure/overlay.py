@@ -11,7 +11,6 @@ ratio; no patient identifier appears (the caption names the scan by its pseudony
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from screening.constants import STEATOSIS_THRESHOLD_HU
+from screening.location import Location, Where
 from screening.masks import OrganMask, outline_2d
 from screening.measure.volume import Measurement
 
@@ -191,9 +191,6 @@ def render_overlay(
     return buf.getvalue()
 
 
-def write_overlay(path: str | os.PathLike[str], png: bytes) -> None:
-    """Write PNG bytes atomically (a reader never sees half an image)."""
-    from screening.fsutil import atomic_write_bytes
-
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    atomic_write_bytes(path, png)
+def write_overlay(path: Where, png: bytes) -> None:
+    """Write PNG bytes atomically (a reader never sees half an image), locally or to a bucket."""
+    Location.of(path).write_bytes(png)

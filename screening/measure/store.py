@@ -21,6 +21,7 @@ from typing import Any
 from screening._version import __version__
 from screening.config import pipeline_id
 from screening.errors import ScreeningError, StoreError, failure_reason
+from screening.location import Location, Where
 from screening.measure.config import MeasureConfig
 from screening.measure.overlay import render_overlay, write_overlay
 from screening.measure.volume import measure_volume, to_model_grid
@@ -104,7 +105,7 @@ def measure_store(
     cfg: MeasureConfig,
     *,
     segmenter: Segmenter = Segmenter.UNET,
-    results_dir: str | os.PathLike[str] | None = None,
+    results_dir: Where | None = None,
 ) -> dict[str, Any]:
     """Measure one scan store; return its ``measurements`` row.
 
@@ -162,7 +163,7 @@ def measure_store(
         model = f" ({backend})" if backend else ""
         head = f"scan {scan_id[:12]}  |  segmenter {segmenter.value}{model}"
         png = render_overlay(ct, m, head=head, threshold_hu=cfg.steatosis_threshold_hu)
-        write_overlay(Path(results_dir) / rel, png)
+        write_overlay(Location.of(results_dir) / rel, png)
         row["overlay_file"] = rel
     row["measure_s"] = time.perf_counter() - t0
     row["measured_at"] = datetime.now(UTC)
@@ -224,7 +225,7 @@ class MeasureSummary:
     by_reason: dict[str, int] = field(default_factory=dict)
     n_skipped: int = 0
     seconds: float = 0.0
-    files: list[Path] = field(default_factory=list)
+    files: list[Location] = field(default_factory=list)
 
     def add(self, row: dict[str, Any]) -> None:
         self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
@@ -238,7 +239,7 @@ class MeasureSummary:
         return text + (f"\n  reasons: {reasons}" if reasons else "")
 
 
-def _done_keys(results: Path) -> set[tuple[str, str]]:
+def _done_keys(results: Location) -> set[tuple[str, str]]:
     from screening.schemas import load_table_schema
     from screening.tables import read_dataset
 
@@ -250,7 +251,7 @@ def _done_keys(results: Path) -> set[tuple[str, str]]:
 
 def measure_stores(
     store_root: str | os.PathLike[str],
-    results_dir: str | os.PathLike[str],
+    results_dir: Where,
     cfg: MeasureConfig,
     *,
     segmenter: Segmenter = Segmenter.UNET,
@@ -267,7 +268,7 @@ def measure_stores(
     from screening.tables import write_part
 
     t0 = time.perf_counter()
-    results = Path(results_dir)
+    results = Location.of(results_dir)
     paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))
     done = _done_keys(results)
     summary = MeasureSummary()

@@ -30,7 +30,7 @@ from screening.errors import (
     failure_reason,
     is_disk_full,
 )
-from screening.fsutil import exclusive_lock
+from screening.location import Location, Where
 from screening.measure.config import MeasureConfig
 from screening.measure.store import measure_pipeline_id
 from screening.model.backends import DEFAULT_MODEL
@@ -67,6 +67,7 @@ from screening.store.results import (
     committed_scans,
     compact_results,
     failure_counts,
+    results_lock,
     write_pipeline_record,
 )
 from screening.store.scan import is_complete, scan_store_path
@@ -166,9 +167,9 @@ def _model_info(cfg: RunConfig) -> Any:
     return backend
 
 
-def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
+def stage_settings(cfg: RunConfig, results: Location) -> StageSettings:
     """The frozen settings every task gets, with the run's ``pipeline_id``."""
-    results_dir = str(results.resolve()) if cfg.overlays else None
+    results_dir = results.url if cfg.overlays else None
     if cfg.segmenter is Segmenter.UNET:
         backend = _model_info(cfg)
         producer = backend.producer()
@@ -203,7 +204,7 @@ def stage_settings(cfg: RunConfig, results: Path) -> StageSettings:
     )
 
 
-def record_pipeline(results: Path, store_root: Path, settings: StageSettings) -> Path:
+def record_pipeline(results: Where, store_root: Path, settings: StageSettings) -> Location:
     """Write the record of what ``settings.pipeline_id`` stands for (model, stage
     configurations) and which scan store it ran on (:func:`write_pipeline_record`)."""
     record = {
@@ -226,7 +227,7 @@ def _qualname(fn: Any) -> str:
     return f"{owner.__module__}:{owner.__qualname__}"
 
 
-def plan_run(store_root: Path, results: Path, pid: str, *, retry_failed: bool) -> RunPlan:
+def plan_run(store_root: Path, results: Where, pid: str, *, retry_failed: bool) -> RunPlan:
     """Scans of the store's catalog (status ok, store complete) minus those already committed."""
     if not (store_root / "scans").is_dir():
         raise StoreError(
@@ -304,9 +305,10 @@ def run_cohort(
     finished, cancels the rest and returns a summary marked ``interrupted``.
     """
     t0 = time.perf_counter()
-    root, out = Path(store_root), Path(results)
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out / RUN_LOCK, "screening run"):
+    root, out = Path(store_root), Location.of(results)
+    out.check_reachable()
+    out.makedirs()
+    with results_lock(out, RUN_LOCK, "screening run"):
         from screening.tables import quarantine_corrupt_parts
 
         for name in (MEASUREMENTS_DIR, FAILURES_DIR):
@@ -455,7 +457,7 @@ def _result(fut: Any, futures: list[Any]) -> ScanResult:
     return Lost(stage, *_describe_lost(error))
 
 
-def _disk_full(out: Path, summary: RunSummary) -> DiskFullError:
+def _disk_full(out: Location, summary: RunSummary) -> DiskFullError:
     summary.interrupted = True
     return DiskFullError(
         f"no space left on the device while writing the run ({out} or the scan store): the "

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from screening.location import Location
 from screening.measure.store import failed_row
 from screening.reasons import ReasonCode, Segmenter, Stage
 from screening.store.results import FAILURES_DIR, MEASUREMENTS_DIR
@@ -126,7 +126,7 @@ class RunSummary:
     """What a run did: counts by status, reason and failed stage, and where to look."""
 
     pipeline_id: str
-    results: Path
+    results: Location
     n_todo: int = 0
     n_skipped: int = 0
     by_status: dict[str, int] = field(default_factory=dict)

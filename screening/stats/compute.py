@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from screening.config import FrozenConfig, require
 from screening.constants import METHOD_COLUMNS, STEATOSIS_THRESHOLD_HU
 from screening.errors import ConfigError
+from screening.location import Location
 from screening.store.results import read_pipeline
 
 __all__ = ["METHODS", "StatsConfig", "StatsSummary", "compute_stats"]
@@ -86,7 +87,7 @@ def _write(out: Path, name: str, table: pa.Table, summary: StatsSummary) -> None
 
 
 def _resolve(
-    results: Path, store: str | os.PathLike[str] | None, pipeline_id: str | None
+    results: Location, store: str | os.PathLike[str] | None, pipeline_id: str | None
 ) -> tuple[str, Path]:
     """(pipeline_id, store) from RESULTS/pipelines, or from the arguments."""
     try:
@@ -144,7 +145,7 @@ def compute_stats(
     from screening.stats.prevalence import age_standardised, prevalence_all, prevalence_table
 
     cfg = cfg or StatsConfig()
-    results_dir, out_dir = Path(results), Path(out)
+    results_dir, out_dir = Location.of(results), Path(out)
     pid, store_dir = _resolve(results_dir, store, pipeline_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = StatsSummary(out_dir, pid, str(store_dir))
@@ -186,7 +187,7 @@ def compute_stats(
     meta = {
         "pipeline_id": pid,
         "store": str(store_dir),
-        "results": str(results_dir.resolve()),
+        "results": results_dir.url,
         "reference": str(reference) if reference else None,
         "config": cfg.to_dict(),
         "counts": summary.counts,

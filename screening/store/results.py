@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from screening.errors import ConfigError
-from screening.fsutil import atomic_write_json
+from screening.fsutil import exclusive_lock
+from screening.location import Location, Where
 from screening.schemas import load_table_schema
 from screening.tables import compact_dataset, read_dataset, write_part
 
@@ -32,6 +32,7 @@ __all__ = [
     "compact_results",
     "failure_counts",
     "read_pipeline",
+    "results_lock",
     "write_pipeline_record",
 ]
 
@@ -47,12 +48,12 @@ class ResultSink:
 
     def __init__(
         self,
-        results: str | os.PathLike[str],
+        results: Where,
         *,
         flush_rows: int = 64,
         flush_seconds: float = 5.0,
     ) -> None:
-        self.results = Path(results)
+        self.results = Location.of(results)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._schemas = {
@@ -86,9 +87,19 @@ class ResultSink:
         self._last_flush = time.monotonic()
 
 
-def committed_scans(results: str | os.PathLike[str], pid: str) -> tuple[set[str], set[str]]:
+def results_lock(results: Location, name: str, what: str) -> AbstractContextManager[None]:
+    """One writer per results folder: an exclusive lock on a local disk. Object stores have
+    no lock: running two writers on one results prefix is the user's to avoid (each row is
+    still written once, and compaction keeps one row per scan and pipeline)."""
+    if results.is_local:
+        return exclusive_lock(results.local_path() / name, what)
+    log.info("%s: no lock on object storage (%s); run one writer per prefix", what, results)
+    return nullcontext()
+
+
+def committed_scans(results: Where, pid: str) -> tuple[set[str], set[str]]:
     """(scan_ids with a committed non-failed row for ``pid``, scan_ids with only failed rows)."""
-    table = read_dataset(Path(results) / MEASUREMENTS_DIR, load_table_schema("measurements"))
+    table = read_dataset(Location.of(results) / MEASUREMENTS_DIR, load_table_schema("measurements"))
     done: set[str] = set()
     failed: set[str] = set()
     for scan_id, p, status in zip(
@@ -102,9 +113,9 @@ def committed_scans(results: str | os.PathLike[str], pid: str) -> tuple[set[str]
     return done, failed - done
 
 
-def failure_counts(results: str | os.PathLike[str], pid: str) -> dict[str, int]:
+def failure_counts(results: Where, pid: str) -> dict[str, int]:
     """Failed attempts recorded so far per scan_id for ``pid`` (for the ``attempt`` column)."""
-    table = read_dataset(Path(results) / FAILURES_DIR, load_table_schema("failures"))
+    table = read_dataset(Location.of(results) / FAILURES_DIR, load_table_schema("failures"))
     counts: dict[str, int] = {}
     for scan_id, p in zip(
         table["scan_id"].to_pylist(), table["pipeline_id"].to_pylist(), strict=True
@@ -114,13 +125,13 @@ def failure_counts(results: str | os.PathLike[str], pid: str) -> dict[str, int]:
     return counts
 
 
-def compact_results(results: str | os.PathLike[str]) -> dict[str, int]:
+def compact_results(results: Where) -> dict[str, int]:
     """Merge each results dataset's part files (one per partition) and drop superseded rows:
     ``measurements`` keeps the latest row per (scan_id, pipeline_id); ``failures`` keeps all.
 
     Returns rows dropped per dataset. Safe to run while nothing writes to RESULTS.
     """
-    root = Path(results)
+    root = Location.of(results)
     dropped = {
         MEASUREMENTS_DIR: compact_dataset(
             root / MEASUREMENTS_DIR,
@@ -139,23 +150,20 @@ def compact_results(results: str | os.PathLike[str]) -> dict[str, int]:
     return dropped
 
 
-def write_pipeline_record(results: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+def write_pipeline_record(results: Where, record: Mapping[str, Any]) -> Location:
     """Write ``RESULTS/pipelines/<id[:16]>.json``: what a pipeline id stands for and which
     scan store it ran on, so statistics and reports can find the store and name the pipeline
     without the user repeating it."""
     pid = str(record["pipeline_id"])
-    path = Path(results) / PIPELINES_DIR / f"{pid[:16]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, dict(record))
+    path = Location.of(results) / PIPELINES_DIR / f"{pid[:16]}.json"
+    path.write_json(dict(record))
     return path
 
 
-def read_pipeline(
-    results: str | os.PathLike[str], pipeline_id: str | None = None
-) -> dict[str, Any]:
+def read_pipeline(results: Where, pipeline_id: str | None = None) -> dict[str, Any]:
     """The record of ``pipeline_id`` (a prefix is enough), or of the pipeline run last."""
-    folder = Path(results) / PIPELINES_DIR
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    folder = Location.of(results) / PIPELINES_DIR
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     if pipeline_id:
         records = [r for r in records if str(r["pipeline_id"]).startswith(pipeline_id)]
     if not records:

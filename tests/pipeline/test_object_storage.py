@@ -1,0 +1,150 @@
+"""Results in an S3 bucket, against a real S3-compatible server process (moto's server mode,
+started here on localhost), with credentials and endpoint from the standard environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from screening.errors import ScreeningError, StoreError
+from screening.location import Location
+from screening.pipeline import RunConfig, run_cohort
+from screening.query import run_query
+from screening.reasons import Segmenter
+from screening.schemas import load_table_schema
+from screening.store import compact_results, read_pipeline
+from screening.tables import COMMITS_DIR, compact_dataset, read_dataset, write_part
+from tests.pipeline import segmenters
+from tests.pipeline.conftest import fresh_cluster, write_phantom_store
+
+moto_server = pytest.importorskip("moto.server", reason="moto[s3] (dev extra) runs the S3 server")
+pytest.importorskip("s3fs", reason="s3fs (extra 's3') reads and writes s3:// URLs")
+
+BUCKET = "screening-results"
+FAILURES = load_table_schema("failures")
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """A moto S3 server on a free local port, the AWS_* environment pointing at it (as a user
+    would set it), and one empty bucket. Yields the endpoint URL."""
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_scheduler(s3: str) -> Iterator[str]:
+    """Workers started after the environment is set: they write overlays to the bucket too."""
+    with fresh_cluster() as address:
+        yield address
+
+
+def _rows(where: str, sql: str) -> list[tuple]:
+    return [tuple(r.values()) for r in run_query(where, sql).to_pylist()]
+
+
+def _failure_rows(scan: str, n: int) -> list[dict]:
+    return [
+        {"scan_id": f"{scan}{i}", "pipeline_id": "p", "cohort": "c1", "stage": "segment",
+         "reason": "INTERNAL_ERROR", "message": "m", "attempt": 1,
+         "at": datetime(2026, 12, 5, tzinfo=UTC)}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_compaction_is_invisible_until_its_commit_record(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A compaction killed after writing its merged parts, before its commit record, shows
+    the old rows once (never twice); the record switches to the merged parts at once."""
+    if where == "s3":
+        request.getfixturevalue("s3")
+        root = Location.of(f"s3://{BUCKET}/tables-{tmp_path.name}/failures")
+    else:
+        root = Location.of(tmp_path / "failures")
+    write_part(root, FAILURES, _failure_rows("a", 3))
+    write_part(root, FAILURES, _failure_rows("b", 2))
+    # What a killed compaction leaves: a merged part nobody has committed.
+    write_part(root, FAILURES, _failure_rows("a", 3) + _failure_rows("b", 2), prefix="merged")
+    assert read_dataset(root, FAILURES).num_rows == 5
+    dropped = compact_dataset(root, FAILURES, key="scan_id", order_by="attempt")
+    assert dropped == 0
+    assert read_dataset(root, FAILURES).num_rows == 5
+    parts = root.glob("*=*/*.parquet")
+    assert [p.name.split("-")[0] for p in parts] == ["merged"], "old parts and orphans removed"
+    assert len((root / COMMITS_DIR).glob("*.json")) == 1
+
+
+def test_missing_bucket_is_a_clear_error(s3: str, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"bucket s3://no-such-bucket does not exist") as err:
+        run_query("s3://no-such-bucket/results", "select 1")
+    assert "AWS_ACCESS_KEY_ID" in str(err.value) and "testing" not in str(err.value)
+
+
+def test_run_into_a_bucket_resume_query_and_compact(
+    s3: str, s3_scheduler: str, tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 5, seed=3)
+    results = f"s3://{BUCKET}/run-{tmp_path.name}/results"
+    cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=segmenters.box_liver, flush_rows=2)
+    with Client(s3_scheduler) as client:
+        first = run_cohort(store, results, cfg, client)
+        assert first.by_status == {"ok": 5} and not first.interrupted
+        again = run_cohort(store, results, cfg, client)
+    assert again.n_todo == 0 and again.n_skipped == 5, "resume reads the bucket"
+    rows = _rows(results, "select scan_id, status, overlay_file from measurements")
+    assert sorted(r[0] for r in rows) == sorted(ids) and {r[1] for r in rows} == {"ok"}
+    bucket = Location.of(results)
+    for _, _, overlay in rows:  # written by the workers, straight to the bucket
+        assert (bucket / overlay).read_bytes()[:4] == b"\x89PNG"
+    assert read_pipeline(results)["pipeline_id"] == first.pipeline_id
+    n_parts = len(bucket.glob("measurements/*=*/*.parquet"))
+    assert n_parts >= 2, "flush_rows=2 wrote several parts"
+    assert compact_results(results) == {"measurements": 0, "failures": 0}
+    assert len(bucket.glob("measurements/*=*/*.parquet")) == 1  # one per cohort partition
+    assert _rows(results, "select count(*), count(distinct scan_id) from measurements") == [(5, 5)]
+
+
+def test_unwritable_results_prefix_stops_before_any_scan(
+    s3: str, s3_scheduler: str, tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    store = tmp_path / "store"
+    write_phantom_store(store, 1, seed=4)
+    cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=segmenters.box_liver)
+    with Client(s3_scheduler) as client, pytest.raises(ScreeningError, match="does not exist"):
+        run_cohort(store, "s3://missing-bucket-x/results", cfg, client)
