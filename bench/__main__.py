@@ -260,6 +260,7 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     from bench.bench_realct import run as bench_realct
     from bench.bench_run import bench_run
     from bench.bench_run import to_markdown as run_markdown
+    from bench.bench_scale import bench_scale
     from bench.bench_segmentation import bench_segmentation
     from bench.bench_segmentation import to_markdown as segmentation_markdown
     from bench.bench_startup import bench_startup, startup_markdown
@@ -286,6 +287,8 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
         realct = bench_realct(repeats=1 if quick else 3, threads=2)
     print("running: distributed run (scaling, overhead, memory, scans/hour) ...", file=sys.stderr)
     distributed_run = bench_run(quick)
+    print("running: scale simulation (1,000 and 100,000 scans) ...", file=sys.stderr, flush=True)
+    scale = bench_scale("1000" if quick else "1000,100000", workers=2)
     print("running: statistics (vectorised bootstrap vs sklearn loop) ...", file=sys.stderr)
     stats = bench_stats(2 if quick else 5)
     return [
@@ -299,6 +302,7 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
         if realct
         else "## Real CT\n\nNot measured: ../shared/data/real is absent on this machine.",
         _demote(run_markdown(distributed_run, cpu_model(), git_state())),
+        _demote(scale),
         _demote(stats_markdown(stats)),
     ]
 

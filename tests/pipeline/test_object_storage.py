@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,3 +149,43 @@ def test_unwritable_results_prefix_stops_before_any_scan(
     cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=segmenters.box_liver)
     with Client(s3_scheduler) as client, pytest.raises(ScreeningError, match="does not exist"):
         run_cohort(store, "s3://missing-bucket-x/results", cfg, client)
+
+
+def test_worker_sigkill_mid_run_into_a_bucket_leaves_one_row_per_scan(
+    s3: str, tmp_path: Path
+) -> None:
+    """A worker SIGKILLed mid-run (its scans retried), then the same run again: the bucket's
+    measurements hold exactly one row per scan, written by workers that write overlays there."""
+    import signal
+    import threading
+
+    from distributed import Client
+
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 6, seed=8)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    results = f"s3://{BUCKET}/kill-{tmp_path.name}/results"
+    cfg = RunConfig(
+        segmenter=Segmenter.CUSTOM, segment_fn=segmenters.CountingSegmenter(str(calls), 0.5)
+    )
+    with fresh_cluster() as address, Client(address) as client:
+        victim = sorted(client.run(os.getpid).values())[0]
+
+        def kill_when_busy() -> None:
+            deadline = time.monotonic() + 120
+            while len(list(calls.iterdir())) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(victim, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_busy, daemon=True)
+        killer.start()
+        first = run_cohort(store, results, cfg, client)
+        killer.join(timeout=130)
+        assert not killer.is_alive()
+        assert victim not in client.run(os.getpid).values()  # it really died
+        again = run_cohort(store, results, cfg, client)
+    assert first.by_status == {"ok": 6}, first.describe()
+    assert again.n_todo == 0
+    counts = _rows(results, "select scan_id, count(*) from measurements group by 1")
+    assert sorted(counts) == sorted((i, 1) for i in ids)
