@@ -75,7 +75,7 @@ def _fake_store(root: Path, n: int) -> None:
         ]
         write_part(root / CATALOG_DIR, scans, rows)
     for s in ids:
-        path = scan_store_path(root, s)
+        path = scan_store_path(root, s).local_path()
         path.mkdir(parents=True)
         (path / COMPLETION_MARKER).write_text("{}\n")
 

@@ -57,7 +57,8 @@ class ScreeningError(Exception):
     ) -> None:
         self.message = message
         self.reason = reason
-        self.path = None if path is None else os.fspath(path)
+        # A Location names itself by URL (an object store has no local path).
+        self.path = None if path is None else (getattr(path, "url", None) or os.fspath(path))
         super().__init__(message)
 
     def __str__(self) -> str:

@@ -146,7 +146,7 @@ def test_write_prep_writes_reuses_and_replaces(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     ct = rng.integers(-1000, 1000, size=(12, 30, 28), dtype=np.int16)
     volume = ScanVolume(ct, (5.0, 1.4, 1.4), (-10.0, -20.0, 30.0), EYE, {"format": "nifti"})
-    path = write_scan_store(tmp_path, "s1", volume, {}, StoreConfig())
+    path = Path(write_scan_store(tmp_path, "s1", volume, {}, StoreConfig()))
     cfg = PreprocessConfig(spacing_mm=(2.5, 2.8, 2.8))
     first = write_prep(path, cfg)
     assert not first["reused"]

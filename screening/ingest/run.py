@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from screening.ingest.nifti import is_nifti, read_nifti_ct, read_nifti_labels
 from screening.ingest.pseudonym import PseudonymKey, missing_key_error
 from screening.ingest.sources import FoundFile, SourceProblem, SourceSpec, walk_source
 from screening.ingest.validate import ValidationConfig
+from screening.location import Location, Where
 from screening.reasons import ReasonCode, SourceFormat, Status
 from screening.runtime.client import open_client
 from screening.runtime.cluster import ClusterConfig, worker_count
@@ -51,6 +53,7 @@ from screening.store.scan import (
     is_complete,
     open_scan_store,
     scan_store_path,
+    scan_store_relpath,
     write_scan_store,
 )
 from screening.store.volume import ScanVolume
@@ -182,7 +185,7 @@ def ingest_series(
     rebuilt from the store's attributes.
     """
     store_path = scan_store_path(store_root, item.scan_id)
-    rel_store = str(store_path.relative_to(store_root))
+    rel_store = scan_store_relpath(item.scan_id)
     if is_complete(store_path):
         row = dict(open_scan_store(store_path).attrs["scan"])
         row.update(ingested_at=now_utc(), engine_version=__version__)
@@ -288,7 +291,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def ingest(
     sources: Sequence[str],
-    store: str | os.PathLike[str],
+    store: Where,
     *,
     cohort: str = "default",
     manifest: Sequence[SourceSpec] = (),
@@ -316,11 +319,19 @@ def ingest(
         check_partition_value(spec.cohort, "cohort")
     if not specs:
         raise InputError("nothing to ingest: give a SOURCE or a --manifest")
-    root = Path(store).resolve()
-    summary = IngestSummary(store=str(root))
+    root = Location.of(store)
+    root.check_reachable()
+    summary = IngestSummary(store=root.url)
     with ingest_lock(root):
         check_store_key(root, key.fingerprint if key is not None else None)
-        staging = root / STAGING_DIR
+        # Archives are extracted beside a local store (the workers see it); for a store in an
+        # object store, on this machine's disk (workers on other machines cannot read it:
+        # extract archives first there, docs/object-storage.md).
+        staging = (
+            root.local_path() / STAGING_DIR
+            if root.is_local
+            else Path(tempfile.gettempdir()) / f"screening-staging-{uuid.uuid4().hex}"
+        )
         # Raw DICOM extracted from archives carries identifiers: staging is removed on every
         # way out (errors, disk full, Ctrl-C); what a SIGKILLed ingest left is removed here,
         # by the next ingest, which holds the same lock.
@@ -357,7 +368,7 @@ def _check_key(specs: Sequence[SourceSpec], key: PseudonymKey | None) -> None:
 
 
 def _ingest_locked(
-    root: Path,
+    root: Location,
     staging: Path,
     specs: Sequence[SourceSpec],
     key: PseudonymKey | None,
@@ -407,7 +418,7 @@ def _ingest_locked(
                 todo,
                 key=lambda it: f"ingest-{it.scan_id[:24]}-{run_token}",
                 max_in_flight=in_flight,
-                args=(str(root), cfg, key),
+                args=(root.url, cfg, key),
             )
             for outcome in outcomes:
                 if is_disk_full(outcome.error):  # not the scan's fault: stop, redo it later

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from screening._version import __version__
@@ -181,7 +180,7 @@ def failure_row(
     Its ``pipeline_id`` is the one a successful measurement would have had, so a later
     success supersedes it (compaction keeps the latest row per key).
     """
-    path = Path(store_path)
+    path = Location.of(store_path)
     reason, message = failure_reason(error)
     scan_id, cohort = path.stem, "default"
     pid = measure_pipeline_id(None, segmenter, cfg)
@@ -269,10 +268,10 @@ def measure_stores(
 
     t0 = time.perf_counter()
     results = Location.of(results_dir)
-    paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))
+    paths = [p for p in (Location.of(store_root) / "scans").glob("*.zarr") if is_complete(p)]
     done = _done_keys(results)
     summary = MeasureSummary()
-    items: Iterable[Path] = paths
+    items: Iterable[Location] = paths
     if progress:
         from tqdm import tqdm
 

@@ -6,11 +6,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from screening.constants import LABEL_NAMES
 from screening.errors import ScreeningError
+from screening.location import Location
 from screening.model.backends import Backend, UNetBackend
 from screening.model.checkpoint import LoadedModel
 from screening.model.inference import InferenceConfig
@@ -117,7 +117,7 @@ def segment_stores(
 ) -> SegmentSummary:
     """Segment every complete scan store under ``STORE/scans`` in turn."""
     t0 = time.perf_counter()
-    paths = sorted(p for p in (Path(store_root) / "scans").glob("*.zarr") if is_complete(p))
+    paths = [p for p in (Location.of(store_root) / "scans").glob("*.zarr") if is_complete(p)]
     summary = SegmentSummary()
     items: Any = paths
     if progress:

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from screening._version import __version__
@@ -204,12 +203,12 @@ def stage_settings(cfg: RunConfig, results: Location) -> StageSettings:
     )
 
 
-def record_pipeline(results: Where, store_root: Path, settings: StageSettings) -> Location:
+def record_pipeline(results: Where, store_root: Where, settings: StageSettings) -> Location:
     """Write the record of what ``settings.pipeline_id`` stands for (model, stage
     configurations) and which scan store it ran on (:func:`write_pipeline_record`)."""
     record = {
         "pipeline_id": settings.pipeline_id,
-        "store": str(store_root.resolve()),
+        "store": Location.of(store_root).url,
         "segmenter": settings.segmenter.value,
         "segment_fn": settings.segment_fn_name,
         "preprocess": settings.preprocess.to_dict() if settings.preprocess else None,
@@ -227,8 +226,9 @@ def _qualname(fn: Any) -> str:
     return f"{owner.__module__}:{owner.__qualname__}"
 
 
-def plan_run(store_root: Path, results: Where, pid: str, *, retry_failed: bool) -> RunPlan:
+def plan_run(store_root: Where, results: Where, pid: str, *, retry_failed: bool) -> RunPlan:
     """Scans of the store's catalog (status ok, store complete) minus those already committed."""
+    store_root = Location.of(store_root)
     if not (store_root / "scans").is_dir():
         raise StoreError(
             f"{store_root} is not a scan store (no scans/ folder): run `screening ingest` first",
@@ -255,7 +255,7 @@ def plan_run(store_root: Path, results: Where, pid: str, *, retry_failed: bool) 
             missing += 1
             log.warning("scan %s is in the catalog but its store is incomplete", scan_id[:16])
             continue
-        todo.append(ScanRef(scan_id, cohorts[scan_id], str(path.resolve())))
+        todo.append(ScanRef(scan_id, cohorts[scan_id], path.url))
     n_done = sum(1 for s in cohorts if s in done)
     return RunPlan(todo, n_done, len(failed & set(cohorts)), prior, missing)
 
@@ -292,7 +292,7 @@ def _describe_lost(error: BaseException | None) -> tuple[ReasonCode, str, str | 
 
 
 def run_cohort(
-    store_root: str | os.PathLike[str],
+    store_root: Where,
     results: str | os.PathLike[str],
     cfg: RunConfig,
     client: Any,
@@ -305,7 +305,7 @@ def run_cohort(
     finished, cancels the rest and returns a summary marked ``interrupted``.
     """
     t0 = time.perf_counter()
-    root, out = Path(store_root), Location.of(results)
+    root, out = Location.of(store_root), Location.of(results)
     out.check_reachable()
     out.makedirs()
     with results_lock(out, RUN_LOCK, "screening run"):

@@ -88,11 +88,11 @@ def _write(out: Path, name: str, table: pa.Table, summary: StatsSummary) -> None
 
 def _resolve(
     results: Location, store: str | os.PathLike[str] | None, pipeline_id: str | None
-) -> tuple[str, Path]:
+) -> tuple[str, Location]:
     """(pipeline_id, store) from RESULTS/pipelines, or from the arguments."""
     try:
         record = read_pipeline(results, pipeline_id)
-        return str(record["pipeline_id"]), Path(store or record["store"])
+        return str(record["pipeline_id"]), Location.of(store or record["store"])
     except ConfigError:
         if store is None:
             raise
@@ -106,7 +106,7 @@ def _resolve(
     ).fetchall()
     if not rows:
         raise ConfigError(f"no measurements of pipeline {pipeline_id or '(any)'} in {results}")
-    return str(rows[0][0]), Path(store)
+    return str(rows[0][0]), Location.of(store)
 
 
 def _scan_values(con: Any, pid: str) -> pa.Table:
@@ -357,7 +357,7 @@ def _roc_rows(sub: pa.Table, reader: str, cfg: StatsConfig, roc_band: Any) -> li
 
 def _segmentation(
     out: Path,
-    store: Path,
+    store: Location,
     eligible: pa.Table,
     truth_by_scan: dict[str, bool],
     cfg: StatsConfig,

@@ -25,7 +25,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -36,6 +35,7 @@ from scipy import ndimage
 from screening.config import require
 from screening.constants import ORGAN_LABELS
 from screening.errors import ConfigError
+from screening.location import Location, Where
 from screening.masks import bounding_box
 from screening.store.scan import is_complete, open_scan_store
 
@@ -486,7 +486,7 @@ def segmentation_row(
 
 
 def segmentation_table(
-    store_root: str | os.PathLike[str],
+    store_root: Where,
     *,
     client: Client | None = None,
     pred_array: str = "seg",
@@ -510,11 +510,7 @@ def segmentation_table(
     pyarrow.Table
         :data:`SEGMENTATION_SCHEMA`, rows ordered by store then organ; undefined metrics null.
     """
-    paths = sorted(
-        str(p)
-        for p in (Path(store_root) / "scans").glob("*.zarr")
-        if not p.name.startswith(".") and is_complete(p)
-    )
+    paths = [p.url for p in (Location.of(store_root) / "scans").glob("*.zarr") if is_complete(p)]
     label_map = dict(labels)  # a plain dict pickles; a MappingProxyType does not
     per_store: list[list[dict[str, Any]]]
     if client is not None and paths:

@@ -14,18 +14,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from pathlib import Path
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pyarrow as pa
 
 from screening._version import __version__
 from screening.errors import ConfigError
-from screening.fsutil import atomic_write_json, exclusive_lock
+from screening.fsutil import exclusive_lock
+from screening.location import Location, Where
 from screening.schemas import load_table_schema
 from screening.tables import compact_dataset, read_dataset, write_part
 
@@ -50,14 +49,14 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def check_store_key(store_root: str | os.PathLike[str], key_fingerprint: str | None) -> None:
+def check_store_key(store_root: Where, key_fingerprint: str | None) -> None:
     """Create ``store.json`` on first use; refuse a key other than the one the store was made with.
 
     A store made without a key (NIfTI only) is upgraded to keyed on the first keyed run: its
     NIfTI ids are content hashes and do not depend on the key.
     """
-    root = Path(store_root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = Location.of(store_root)
+    root.makedirs()
     meta_path = root / STORE_META
     fingerprint = key_fingerprint or _UNKEYED
     if meta_path.exists():
@@ -77,17 +76,22 @@ def check_store_key(store_root: str | os.PathLike[str], key_fingerprint: str | N
         "key_fingerprint": fingerprint,
         "engine_version": __version__,
     }
-    atomic_write_json(meta_path, meta)
+    meta_path.write_json(meta)
 
 
-def ingest_lock(store_root: str | os.PathLike[str]) -> AbstractContextManager[None]:
-    """One ingest per store at a time (compaction rewrites the catalog)."""
-    return exclusive_lock(Path(store_root) / LOCK_FILE, "ingest")
+def ingest_lock(store_root: Where) -> AbstractContextManager[None]:
+    """One ingest per store at a time (compaction rewrites the catalog); no lock in an object
+    store (run one ingest per store prefix)."""
+    root = Location.of(store_root)
+    if root.is_local:
+        return exclusive_lock(root.local_path() / LOCK_FILE, "ingest")
+    log.info("ingest: no lock on object storage (%s); run one ingest per store", root)
+    return nullcontext()
 
 
-def read_catalog(store_root: str | os.PathLike[str]) -> pa.Table:
+def read_catalog(store_root: Where) -> pa.Table:
     """The scans table of a store (latest row per scan_id after a completed ingest)."""
-    return read_dataset(Path(store_root) / CATALOG_DIR, SCANS)
+    return read_dataset(Location.of(store_root) / CATALOG_DIR, SCANS)
 
 
 class CatalogWriter:
@@ -96,9 +100,9 @@ class CatalogWriter:
     next run re-derives their rows)."""
 
     def __init__(
-        self, store_root: str | os.PathLike[str], flush_rows: int = 500, flush_seconds: float = 30
+        self, store_root: Where, flush_rows: int = 500, flush_seconds: float = 30
     ) -> None:
-        self.root = Path(store_root) / CATALOG_DIR
+        self.root = Location.of(store_root) / CATALOG_DIR
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []

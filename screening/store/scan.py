@@ -1,9 +1,12 @@
 """The scan store: one zarr v3 group per scan (docs/data-contracts.md,
 ``schemas/scan_store.yaml``).
 
-A store is written under a temporary name beside its final one, renamed into place, and only
-then given its completion marker, so a crash at any point never leaves a store that looks
-complete. Readers refuse a store without the marker. The group carries OME-NGFF 0.5
+A store is given its completion marker only after every chunk and attribute is written, so a
+crash at any point never leaves a store that looks complete; readers refuse a store without the
+marker. On a local disk it is also written under a temporary name and renamed into place; in an
+object store (no rename) it is written at its final key, and an incomplete leftover is replaced.
+A derived array (``prep``, ``seg``) replaced in an object store is written under a new key and
+switched to by one write of the group's ``arrays`` attribute. The group carries OME-NGFF 0.5
 ``multiscales`` metadata (axes z, y, x in millimetres) so standard viewers open ``ct``.
 """
 
@@ -15,7 +18,6 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,7 +25,7 @@ from numpy.typing import NDArray
 
 from screening.config import FrozenConfig, require
 from screening.errors import StoreError
-from screening.fsutil import atomic_write_text
+from screening.location import Location, Where
 from screening.reasons import ReasonCode
 from screening.schemas import load_store_layout
 from screening.store.volume import ScanVolume
@@ -36,6 +38,7 @@ __all__ = [
     "ngff_multiscales",
     "open_scan_store",
     "scan_store_path",
+    "scan_store_relpath",
     "write_derived_array",
     "write_scan_store",
 ]
@@ -43,6 +46,9 @@ __all__ = [
 _LAYOUT = load_store_layout()
 COMPLETION_MARKER: str = _LAYOUT["completion_marker"]
 _DIMS = ("z", "y", "x")
+#: Group attribute mapping a derived array's name to its key, where it is not the name itself
+#: (object stores: a replaced ``seg`` lives under ``seg-<token>``).
+ARRAYS_ATTR = "arrays"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,13 +86,18 @@ class StoreConfig(FrozenConfig):
         return BloscCodec(cname=cname, clevel=min(self.level, 9), shuffle=self.shuffle)
 
 
-def scan_store_path(store_root: str | os.PathLike[str], scan_id: str) -> Path:
+def scan_store_relpath(scan_id: str) -> str:
+    """``scans/<scan_id>.zarr``: where a scan's store lives inside STORE."""
+    return str(_LAYOUT["path"].format(scan_id=scan_id))
+
+
+def scan_store_path(store_root: Where, scan_id: str) -> Location:
     """``STORE/scans/<scan_id>.zarr``."""
-    return Path(store_root) / _LAYOUT["path"].format(scan_id=scan_id)
+    return Location.of(store_root) / scan_store_relpath(scan_id)
 
 
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    return (Path(path) / COMPLETION_MARKER).is_file()
+def is_complete(path: Where) -> bool:
+    return (Location.of(path) / COMPLETION_MARKER).is_file()
 
 
 def ct_sha256(ct: NDArray[np.int16]) -> str:
@@ -125,7 +136,9 @@ def ngff_multiscales(
     }
 
 
-def _write_array(group: Any, name: str, data: NDArray[Any], cfg: StoreConfig) -> None:
+def _write_array(
+    group: Any, where: Location, name: str, data: NDArray[Any], cfg: StoreConfig
+) -> None:
     chunks = tuple(min(c, s) for c, s in zip(cfg.chunks_zyx, data.shape, strict=True))
     arr = group.create_array(
         name=name,
@@ -144,7 +157,7 @@ def _write_array(group: Any, name: str, data: NDArray[Any], cfg: StoreConfig) ->
     # Blosc chunks written straight to their zarr v3 keys ("c/i/j/k", edge chunks padded to the
     # full chunk shape with the fill value, as zarr stores them): half the CPU of zarr's own
     # write path for the same bytes (bench/bench_ingest.py). zarr reads them like its own.
-    root = Path(group.store.root) / name
+    root = where / name
     cz, cy, cx = chunks
     for i in range(0, data.shape[0], cz):
         for j in range(0, data.shape[1], cy):
@@ -154,11 +167,8 @@ def _write_array(group: Any, name: str, data: NDArray[Any], cfg: StoreConfig) ->
                     padded = np.zeros(chunks, dtype=data.dtype)
                     padded[: block.shape[0], : block.shape[1], : block.shape[2]] = block
                     block = padded
-                folder = root / "c" / str(i // cz) / str(j // cy)
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / str(k // cx)).write_bytes(
-                    encode(np.ascontiguousarray(block, "<" + data.dtype.str[1:]))
-                )
+                chunk = root / "c" / str(i // cz) / str(j // cy) / str(k // cx)
+                chunk.put_bytes(encode(np.ascontiguousarray(block, "<" + data.dtype.str[1:])))
 
 
 def _chunk_encoder(cfg: StoreConfig) -> Any:
@@ -181,85 +191,125 @@ def _chunk_encoder(cfg: StoreConfig) -> Any:
 
 
 def write_scan_store(
-    store_root: str | os.PathLike[str],
+    store_root: Where,
     scan_id: str,
     volume: ScanVolume,
     attrs: dict[str, Any],
     cfg: StoreConfig,
     seg_reference: NDArray[np.uint8] | None = None,
     sha256: str | None = None,
-) -> Path:
-    """Write one scan store atomically; return its path.
+) -> Location:
+    """Write one scan store atomically; return its location.
 
     ``attrs`` (JSON-serialisable, no identifiers) is stored as the group's ``scan`` attribute
     next to the geometry. ``sha256`` is :func:`ct_sha256` of the volume when the caller has it
     already (it is computed otherwise). When a complete store with this id already exists (a
     task that ran twice), the new copy is discarded and the existing one kept.
     """
-    import zarr
-
     final = scan_store_path(store_root, scan_id)
     if is_complete(final):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{scan_id}-{uuid.uuid4().hex}.zarr")
-    try:
-        group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
-        _write_array(group, "ct", volume.ct_hu, cfg)
-        if seg_reference is not None:
-            _write_array(group, "seg_reference", seg_reference, cfg)
-        group.attrs.update(
-            {
-                "spacing_mm": [float(s) for s in volume.spacing_mm],
-                "origin_mm": [float(o) for o in volume.origin_mm],
-                "direction": [float(v) for row in volume.direction for v in row],
-                "ct_sha256": sha256 or volume.ct_sha256 or ct_sha256(volume.ct_hu),
-                "source": volume.source,
-                "scan": attrs,
-                "ome": ngff_multiscales(volume.spacing_mm, volume.origin_mm),
-            }
-        )
-        if is_complete(final):  # another attempt finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-            return final
-        if final.exists():  # an incomplete leftover of a crashed attempt
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_text(final / COMPLETION_MARKER, json.dumps({"scan_id": scan_id}) + "\n")
+    group_attrs = {
+        "spacing_mm": [float(s) for s in volume.spacing_mm],
+        "origin_mm": [float(o) for o in volume.origin_mm],
+        "direction": [float(v) for row in volume.direction for v in row],
+        "ct_sha256": sha256 or volume.ct_sha256 or ct_sha256(volume.ct_hu),
+        "source": volume.source,
+        "scan": attrs,
+        "ome": ngff_multiscales(volume.spacing_mm, volume.origin_mm),
+    }
+    if final.is_local:
+        _write_local(final, volume, group_attrs, cfg, seg_reference, scan_id)
+    else:
+        final.remove(recursive=True)  # an incomplete leftover of a killed attempt
+        _write_group(final, volume, group_attrs, cfg, seg_reference)
+    (final / COMPLETION_MARKER).write_text(json.dumps({"scan_id": scan_id}) + "\n")
     return final
 
 
+def _write_group(
+    where: Location,
+    volume: ScanVolume,
+    group_attrs: dict[str, Any],
+    cfg: StoreConfig,
+    seg_reference: NDArray[np.uint8] | None,
+) -> None:
+    import zarr
+
+    group = zarr.open_group(store=where.url, mode="w", zarr_format=3)
+    _write_array(group, where, "ct", volume.ct_hu, cfg)
+    if seg_reference is not None:
+        _write_array(group, where, "seg_reference", seg_reference, cfg)
+    group.attrs.update(group_attrs)
+
+
+def _write_local(
+    final: Location,
+    volume: ScanVolume,
+    group_attrs: dict[str, Any],
+    cfg: StoreConfig,
+    seg_reference: NDArray[np.uint8] | None,
+    scan_id: str,
+) -> None:
+    """Under a temporary sibling, renamed into place (a reader never sees a half store)."""
+    path = final.local_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{scan_id}-{uuid.uuid4().hex}.zarr")
+    try:
+        _write_group(Location.of(tmp), volume, group_attrs, cfg, seg_reference)
+        if is_complete(final):  # another attempt finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if path.exists():  # an incomplete leftover of a crashed attempt
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_derived_array(
-    store_path: str | os.PathLike[str],
+    store_path: Where,
     name: str,
     data: NDArray[Any],
     attrs: dict[str, Any],
     cfg: StoreConfig | None = None,
-) -> Path:
+) -> Location:
     """Add or replace array ``name`` (``prep``, ``seg``) in a complete scan store, atomically.
 
-    The array is written under a temporary name inside the group and renamed into place, so a
-    reader sees the old array or the whole new one, never a half-written one; running twice is
-    harmless. ``attrs`` (JSON-serialisable) go on the array itself.
+    A reader sees the old array or the whole new one, never a half-written one; running twice
+    is harmless. ``attrs`` (JSON-serialisable) go on the array itself. On a local disk the
+    array is written under a temporary name inside the group and renamed into place; in an
+    object store it is written under a new key and the group's ``arrays`` attribute (one PUT)
+    switches readers to it.
     """
     import zarr
 
     store = open_scan_store(store_path)
+    cfg = cfg or StoreConfig()
+    group = zarr.open_group(store=store.path.url, mode="r+", zarr_format=3)
+    if not store.path.is_local:
+        key = f"{name}-{uuid.uuid4().hex[:12]}"
+        _write_array(group, store.path, key, data, cfg)
+        group[key].attrs.update(attrs)
+        arrays: dict[str, Any] = dict(store.attrs.get(ARRAYS_ATTR) or {})
+        old = str(arrays.get(name, name))
+        arrays[name] = key
+        group.attrs[ARRAYS_ATTR] = arrays
+        (store.path / old).remove(recursive=True)
+        return store.path / key
+    root = store.path.local_path()
     tmp_name = f".tmp-{name}-{uuid.uuid4().hex}"
-    group = zarr.open_group(store=str(store.path), mode="r+", zarr_format=3)
-    tmp = store.path / tmp_name
+    tmp = root / tmp_name
     try:
-        _write_array(group, tmp_name, data, cfg or StoreConfig())
+        _write_array(group, store.path, tmp_name, data, cfg)
         group[tmp_name].attrs.update(attrs)
-        final = store.path / name
+        final = root / name
         if final.exists():
-            old = store.path / f".old-{name}-{uuid.uuid4().hex}"
-            os.rename(final, old)
+            old_dir = root / f".old-{name}-{uuid.uuid4().hex}"
+            os.rename(final, old_dir)
             os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old_dir, ignore_errors=True)
         else:
             os.rename(tmp, final)
     except BaseException:
@@ -272,8 +322,12 @@ def write_derived_array(
 class ScanStore:
     """A complete scan store opened for reading."""
 
-    path: Path
+    path: Location
     group: Any
+
+    def key(self, name: str) -> str:
+        """Where array ``name`` lives in the group (see :data:`ARRAYS_ATTR`)."""
+        return str((self.group.attrs.get(ARRAYS_ATTR) or {}).get(name, name))
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -292,7 +346,7 @@ class ScanStore:
     def array(self, name: str) -> Any:
         """The zarr array ``name`` (``ct``, ``seg_reference``, ...); StoreError when absent."""
         try:
-            return self.group[name]
+            return self.group[self.key(name)]
         except KeyError as e:
             raise StoreError(
                 f"scan store has no array {name!r}; it has {sorted(self.group.array_keys())}",
@@ -316,7 +370,7 @@ class ScanStore:
         return data
 
     def has(self, name: str) -> bool:
-        return (self.path / name / "zarr.json").is_file()
+        return (self.path / self.key(name) / "zarr.json").is_file()
 
     def derived_attrs(self, name: str) -> dict[str, Any] | None:
         """Attributes of array ``name`` when it exists (``prep``, ``seg``), else None."""
@@ -324,14 +378,14 @@ class ScanStore:
             return None
         import zarr
 
-        return dict(zarr.open_array(store=str(self.path / name), mode="r").attrs)
+        return dict(zarr.open_array(store=(self.path / self.key(name)).url, mode="r").attrs)
 
 
-def open_scan_store(path: str | os.PathLike[str]) -> ScanStore:
+def open_scan_store(path: Where) -> ScanStore:
     """Open a complete store for reading; StoreError when it is missing or incomplete."""
     import zarr
 
-    p = Path(path)
+    p = Location.of(path)
     if not p.exists():
         raise StoreError(f"no scan store at {p}", path=p)
     if not is_complete(p):
@@ -340,4 +394,4 @@ def open_scan_store(path: str | os.PathLike[str]) -> ScanStore:
             "written; re-run ingest to rebuild it",
             path=p,
         )
-    return ScanStore(p, zarr.open_group(store=str(p), mode="r", zarr_format=3))
+    return ScanStore(p, zarr.open_group(store=p.url, mode="r", zarr_format=3))

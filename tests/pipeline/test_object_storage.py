@@ -189,3 +189,108 @@ def test_worker_sigkill_mid_run_into_a_bucket_leaves_one_row_per_scan(
     assert again.n_todo == 0
     counts = _rows(results, "select scan_id, count(*) from measurements group by 1")
     assert sorted(counts) == sorted((i, 1) for i in ids)
+
+
+def _nifti_phantoms(folder: Path, n: int) -> list[Path]:
+    import nibabel as nib
+    import numpy as np
+
+    from screening.synthetic import PhantomSpec, ScanGeometry, make_phantom
+
+    folder.mkdir(parents=True)
+    out = []
+    for i in range(n):
+        ph = make_phantom(PhantomSpec(), ScanGeometry.preset("small"), seed=40 + i)
+        hu = np.maximum(ph.hu, -1024).astype(np.int16)
+        affine = np.diag([-ph.spacing_mm[2], -ph.spacing_mm[1], ph.spacing_mm[0], 1.0])
+        path = folder / f"case{i}.nii.gz"
+        nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), affine), path)
+        out.append(path)
+    return out
+
+
+def test_store_and_results_in_the_bucket_ingest_run_query_stats(
+    s3: str, s3_scheduler: str, tmp_path: Path
+) -> None:
+    """Scan stores written to the bucket (marker last, no rename), run from there, rows and
+    statistics read back from there."""
+    from distributed import Client
+
+    from screening.ingest import ingest
+    from screening.runtime import ClusterConfig
+    from screening.stats.compute import compute_stats
+    from screening.store import is_complete, open_scan_store, read_catalog
+
+    sources = _nifti_phantoms(tmp_path / "nifti", 3)
+    store = f"s3://{BUCKET}/cohort-{tmp_path.name}/store"
+    results = f"s3://{BUCKET}/cohort-{tmp_path.name}/results"
+    summary = ingest(
+        [str(p) for p in sources], store, cluster=ClusterConfig(scheduler=s3_scheduler)
+    )
+    catalog = read_catalog(store)
+    ids = sorted(catalog["scan_id"].to_pylist())
+    assert len(ids) == 3 and set(catalog["status"].to_pylist()) == {"ok"}, summary.describe()
+    for scan_id in ids:
+        scan = Location.of(store) / f"scans/{scan_id}.zarr"
+        assert is_complete(scan) and open_scan_store(scan).read("ct").dtype.name == "int16"
+    cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=segmenters.box_liver)
+    with Client(s3_scheduler) as client:
+        first = run_cohort(store, results, cfg, client)
+        assert first.by_status == {"ok": 3}, first.describe()
+        # In a bucket a derived array lives under a new key the group attributes point at.
+        one = open_scan_store(Location.of(store) / f"scans/{ids[0]}.zarr")
+        assert one.has("seg") and one.key("seg").startswith("seg-")
+    rows = run_query(results, "select scan_id, liver_hu_3d from measurements")
+    assert sorted(rows.column("scan_id").to_pylist()) == ids
+    joined = run_query(
+        results, "select count(*) as n from measurements join scans using (scan_id)", store
+    )
+    assert joined.column("n").to_pylist() == [3]
+    stats = compute_stats(results, tmp_path / "stats")
+    assert (tmp_path / "stats" / "prevalence.parquet").is_file(), stats.describe()
+
+
+def test_a_half_written_store_in_the_bucket_is_not_complete(s3: str, tmp_path: Path) -> None:
+    """What a task killed mid-write leaves in the bucket (chunks, no marker) never reads as a
+    store, and the next write replaces it."""
+    import numpy as np
+
+    from screening.store import StoreConfig, open_scan_store, write_scan_store
+    from screening.store.scan import scan_store_path
+    from screening.store.volume import ScanVolume
+
+    root = f"s3://{BUCKET}/half-{tmp_path.name}/store"
+    ct = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    eye = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    volume = ScanVolume(ct, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), eye)
+    leftover = scan_store_path(root, "s1")
+    (leftover / "ct" / "c" / "0" / "0" / "0").put_bytes(b"half a chunk")
+    (leftover / "zarr.json").put_bytes(b"{}")
+    with pytest.raises(StoreError, match="completion marker"):
+        open_scan_store(leftover)
+    written = write_scan_store(root, "s1", volume, {"scan_id": "s1"}, StoreConfig())
+    np.testing.assert_array_equal(open_scan_store(written).read("ct"), ct)
+    assert not (leftover / "ct" / "c" / "0" / "0" / "0").read_bytes().startswith(b"half")
+
+
+def test_derived_array_replaced_in_the_bucket_switches_by_pointer(s3: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from screening.store import StoreConfig, open_scan_store, write_scan_store
+    from screening.store.scan import write_derived_array
+    from screening.store.volume import ScanVolume
+
+    root = f"s3://{BUCKET}/derived-{tmp_path.name}/store"
+    ct = np.zeros((4, 5, 6), dtype=np.int16)
+    eye = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    path = write_scan_store(
+        root, "s2", ScanVolume(ct, (2.0, 1.0, 1.0), (0.0,) * 3, eye), {}, StoreConfig()
+    )
+    first = np.ones((4, 5, 6), dtype=np.uint8)
+    write_derived_array(path, "seg", first, {"producer": "a"})
+    write_derived_array(path, "seg", first * 2, {"producer": "b"})
+    store = open_scan_store(path)
+    assert store.key("seg").startswith("seg-") and store.derived_attrs("seg") == {"producer": "b"}
+    np.testing.assert_array_equal(store.read("seg"), first * 2)
+    arrays = {p.name for p in path.glob("seg*")}
+    assert arrays == {store.key("seg")}, "the replaced array is removed"

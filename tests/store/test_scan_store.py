@@ -54,7 +54,7 @@ def test_round_trip_with_edge_chunks(tmp_path: Path, cfg: StoreConfig) -> None:
 
 def test_existing_complete_store_is_kept_and_leftovers_replaced(tmp_path: Path) -> None:
     first = _volume((9, 8, 8), seed=1)
-    path = write_scan_store(tmp_path, "s1", first, {}, StoreConfig())
+    path = Path(write_scan_store(tmp_path, "s1", first, {}, StoreConfig()))
     write_scan_store(tmp_path, "s1", _volume((9, 8, 8), seed=2), {}, StoreConfig())
     np.testing.assert_array_equal(open_scan_store(path).read("ct"), first.ct_hu)  # kept
     (path / ".complete").unlink()  # a crash before the marker
@@ -79,7 +79,7 @@ def test_a_damaged_ct_chunk_is_an_error_not_fill_values(tmp_path: Path, damage: 
     """A deleted chunk read as zarr's fill value (0 HU) and moved the liver mean silently."""
     volume = _volume((19, 23, 17))
     cfg = StoreConfig(codec="none", chunks_zyx=(3, 7, 5))
-    path = write_scan_store(tmp_path, "abc", volume, {"scan_id": "abc"}, cfg)
+    path = Path(write_scan_store(tmp_path, "abc", volume, {"scan_id": "abc"}, cfg))
     chunks = sorted(p for p in (path / "ct").rglob("*") if p.is_file() and p.name != "zarr.json")
     victim = chunks[len(chunks) // 2]
     if damage == "delete":
