@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from screening.errors import MissingDependencyError, StoreError
 
-__all__ = ["Location", "Where", "is_url"]
+__all__ = ["Location", "Where", "input_size", "is_url", "open_input"]
 
 #: fsspec protocols and what installs each.
 _INSTALL = {"s3": "'screening[s3]'", "s3a": "'screening[s3]'", "gs": "gcsfs", "gcs": "gcsfs"}
@@ -227,6 +227,23 @@ class Location:
         """Move a file (a copy and a delete on object stores)."""
         dest.parent.makedirs()
         self.fs.mv(self.path, dest.path)
+
+
+def open_input(path: str, *, block_size: int = 256 * 1024) -> IO[bytes]:
+    """A source file opened for reading: a local path as a plain file, an object-store URL as a
+    file that fetches ``block_size`` ranges on demand (a DICOM header costs a range read, not
+    the whole object). Close it (``with``)."""
+    if not is_url(path):
+        return open(path.removeprefix("file://"), "rb")
+    loc = Location.of(path)
+    f: IO[bytes] = loc.fs.open(loc.path, "rb", block_size=block_size)
+    return f
+
+
+def input_size(f: IO[bytes]) -> int:
+    """Size in bytes of a file from :func:`open_input`."""
+    size = getattr(f, "size", None)
+    return int(size) if size is not None else os.fstat(f.fileno()).st_size
 
 
 #: Anything a location can be made from.

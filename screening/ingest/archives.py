@@ -53,6 +53,7 @@ __all__ = [
     "SkippedMember",
     "extract_archive",
     "is_archive",
+    "is_archive_name",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -150,6 +151,12 @@ class _Member:
     veto: Callable[[Path], str | None] | None = None  # format-specific last check, given root
 
 
+def is_archive_name(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named like an archive (:data:`ARCHIVE_SUFFIXES`); nothing is read,
+    so it serves object-store keys too."""
+    return _format_of(path) is not None
+
+
 def is_archive(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is an existing file with one of :data:`ARCHIVE_SUFFIXES`.
 
@@ -163,7 +170,7 @@ def is_archive(path: str | os.PathLike[str]) -> bool:
     bool
         ``True`` for a file (not a folder) named like an archive.
     """
-    return _format_of(path) is not None and os.path.isfile(path)
+    return is_archive_name(path) and os.path.isfile(path)
 
 
 def extract_archive(

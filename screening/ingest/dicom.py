@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from numpy.typing import NDArray
 from screening.errors import DicomReadError, ValidationError
 from screening.ingest.validate import SliceStack, ValidationConfig, validate_stack
 from screening.ingest.volume import hu_int16_in_place, to_hu_int16
+from screening.location import input_size, is_url, open_input
 from screening.reasons import SYNTHETIC_MARK, ReasonCode, SourceFormat
 from screening.store.volume import ScanVolume
 
@@ -208,10 +208,10 @@ def read_header(path: str, raw_values: bool = True) -> DicomHeader | FileProblem
     from pydicom.errors import InvalidDicomError
 
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
             # The reader stops at (7FE0,0010); a file that ends here has no pixel data.
-            size = os.fstat(f.fileno()).st_size
+            size = input_size(f)
             has_pixels = f.tell() < size
             raw = _raw_pixels(ds, f, size, raw_values) if has_pixels else None
     except InvalidDicomError:
@@ -341,7 +341,7 @@ def _read_raw_into(h: DicomHeader, name: str, target: NDArray[Any]) -> None:
         )
     _check_not_long(raw.length, n_bytes, (h.rows, h.columns), h.path, name)
     try:
-        with open(h.path, "rb", buffering=0) as f:
+        with _open_pixels(h.path) as f:
             f.seek(raw.offset)
             got = f.readinto(target.data.cast("B"))
     except OSError as e:
@@ -354,6 +354,12 @@ def _read_raw_into(h: DicomHeader, name: str, target: NDArray[Any]) -> None:
             reason=ReasonCode.PIXELDATA_SHORT,
             path=h.path,
         )
+
+
+def _open_pixels(path: str) -> Any:
+    """Unbuffered for a local file (one ``readinto`` straight into the volume); an object
+    store's file fetches the pixel data's range."""
+    return open(path, "rb", buffering=0) if not is_url(path) else open_input(path)
 
 
 def _check_not_long(
@@ -557,7 +563,8 @@ def _padding_in(stored: np.ndarray, padding: tuple[int, int] | None) -> np.ndarr
 
 def _read_dataset(h: DicomHeader, name: str, pydicom: Any) -> Any:
     try:
-        return pydicom.dcmread(h.path)
+        with open_input(h.path) as f:
+            return pydicom.dcmread(f)
     except Exception as e:  # untrusted bytes: any parser failure is a property of the file
         raise DicomReadError(
             f"{name} could not be read ({type(e).__name__})",
@@ -826,7 +833,8 @@ def _decode_stack(
             path=headers[slice_order[bad[0]]].path,
         )
     # Covariates and the patient pseudonym come from one header (no pixel data needed).
-    first_ds = pydicom.dcmread(headers[stack.order[0]].path, stop_before_pixels=True)
+    with open_input(headers[stack.order[0]].path) as f:
+        first_ds = pydicom.dcmread(f, stop_before_pixels=True)
     # Canonical spacing: in-plane from PixelSpacing [row spacing (y), column spacing (x)].
     dy_src, dx_src = first.pixel_spacing or (1.0, 1.0)
     spacing_y, spacing_x = (dx_src, dy_src) if transpose else (dy_src, dx_src)

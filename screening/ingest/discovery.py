@@ -20,11 +20,13 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from screening.ingest.dicom import DicomHeader, FileProblem, classify, read_header
 from screening.ingest.nifti import is_nifti
 from screening.ingest.pseudonym import PseudonymKey, scan_pseudonym
 from screening.ingest.sources import FoundFile, SourceProblem, SourceSpec
+from screening.location import open_input
 from screening.reasons import ReasonCode, SourceFormat
 
 __all__ = ["NiftiFile", "Plan", "Rejection", "WorkItem", "plan", "scan_files"]
@@ -42,7 +44,7 @@ class NiftiFile:
 
 def _file_sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -117,18 +119,25 @@ def _pixel_bytes(h: DicomHeader) -> tuple[str, bytes, tuple[float, float]] | Non
     import pydicom
 
     try:
-        ds = pydicom.dcmread(h.path)
+        with open_input(h.path) as f:
+            ds = pydicom.dcmread(f)
         rescale = (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
         return h.transfer_syntax, bytes(ds.PixelData), rescale
     except Exception:  # untrusted bytes: an unreadable copy is not the same image
         return None
 
 
+def _pixels(path: str) -> Any:
+    import pydicom
+
+    with open_input(path) as f:
+        return pydicom.dcmread(f).pixel_array
+
+
 def _same_image(a: DicomHeader, b: DicomHeader) -> bool:
     """Whether two files with one SOPInstanceUID hold the same image (only duplicates pay for
     this read). Same syntax: the stored bytes; a different syntax: the decoded pixels."""
     import numpy as np
-    import pydicom
 
     pa, pb = _pixel_bytes(a), _pixel_bytes(b)
     if pa is None or pb is None or pa[2] != pb[2]:
@@ -136,9 +145,7 @@ def _same_image(a: DicomHeader, b: DicomHeader) -> bool:
     if pa[0] == pb[0]:
         return pa[1] == pb[1]
     try:
-        return bool(
-            np.array_equal(pydicom.dcmread(a.path).pixel_array, pydicom.dcmread(b.path).pixel_array)
-        )
+        return bool(np.array_equal(_pixels(a.path), _pixels(b.path)))
     except Exception:
         return False
 

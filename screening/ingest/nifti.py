@@ -6,6 +6,7 @@ declares a huge size is rejected with SIZE_LIMIT without allocating it.
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 from screening.errors import InputError, ValidationError
 from screening.geometry import lps_to_ras
 from screening.ingest.volume import CanonicalAxes, canonical_axes, to_hu_int16
+from screening.location import Location, is_url
 from screening.reasons import SYNTHETIC_MARK, ReasonCode, SourceFormat
 from screening.store.volume import ScanVolume
 
@@ -50,7 +52,19 @@ def _load(path: str) -> Any:
     import nibabel as nib
 
     try:
-        return nib.load(path)
+        if not is_url(path):
+            return nib.load(path)
+        # An object in a bucket: read whole (a NIfTI file is one volume), parsed in memory.
+        data = Location.of(path).read_bytes()
+        if path.endswith(".gz"):
+            data = gzip.decompress(data)
+        return nib.Nifti1Image.from_bytes(data)
+    except FileNotFoundError as e:
+        raise InputError(
+            "the file is gone (deleted after it was listed?)",
+            reason=ReasonCode.UNREADABLE_FILE,
+            path=path,
+        ) from e
     except Exception as e:  # nibabel raises many types for corrupt headers
         raise InputError(
             f"not a readable NIfTI file ({type(e).__name__}: {e})",

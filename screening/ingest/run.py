@@ -35,7 +35,7 @@ from screening.ingest.nifti import is_nifti, read_nifti_ct, read_nifti_labels
 from screening.ingest.pseudonym import PseudonymKey, missing_key_error
 from screening.ingest.sources import FoundFile, SourceProblem, SourceSpec, walk_source
 from screening.ingest.validate import ValidationConfig
-from screening.location import Location, Where
+from screening.location import Location, Where, is_url
 from screening.reasons import ReasonCode, SourceFormat, Status
 from screening.runtime.client import open_client
 from screening.runtime.cluster import ClusterConfig, worker_count
@@ -280,7 +280,10 @@ def _failed_row(item: WorkItem, error: BaseException) -> dict[str, Any]:
 
 
 def _specs(sources: Sequence[str], cohort: str) -> list[SourceSpec]:
-    return [SourceSpec(path=str(Path(s).resolve()), label=str(s), cohort=cohort) for s in sources]
+    return [
+        SourceSpec(path=s if is_url(s) else str(Path(s).resolve()), label=str(s), cohort=cohort)
+        for s in sources
+    ]
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

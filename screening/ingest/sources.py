@@ -16,11 +16,13 @@ import csv
 import hashlib
 import logging
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from screening.errors import ConfigError
-from screening.ingest.archives import extract_archive, is_archive
+from screening.ingest.archives import extract_archive, is_archive, is_archive_name
+from screening.location import Location, is_url
 from screening.reasons import ReasonCode
 
 __all__ = [
@@ -129,7 +131,9 @@ def read_manifest(path: str | os.PathLike[str], default_cohort: str) -> list[Sou
 
     def resolve(value: str | None) -> str | None:
         value = (value or "").strip()
-        return str((base / value).resolve()) if value else None
+        if not value or is_url(value):  # a bucket URL is absolute already
+            return value or None
+        return str((base / value).resolve())
 
     specs = []
     seen: dict[str, int] = {}
@@ -177,8 +181,57 @@ def walk_source(
     files: list[FoundFile] = []
     problems: list[SourceProblem] = []
     staging = None if staging_root is None else Path(staging_root)
-    _walk(Path(spec.path), printable(spec.label), spec, staging, files, problems)
+    if is_url(spec.path):
+        _walk_bucket(spec.path, printable(spec.label), spec, staging, files, problems)
+    else:
+        _walk(Path(spec.path), printable(spec.label), spec, staging, files, problems)
     return files, problems
+
+
+def _walk_bucket(
+    url: str,
+    name: str,
+    spec: SourceSpec,
+    staging: Path | None,
+    files: list[FoundFile],
+    problems: list[SourceProblem],
+) -> None:
+    """The objects under a prefix (or one object), listed without reading them; archives are
+    downloaded to staging and extracted like local ones."""
+    from screening.errors import StoreError
+
+    where = Location.of(url)
+    try:
+        where.check_reachable()
+        keys = [where.path] if where.fs.isfile(where.path) else sorted(where.fs.find(where.path))
+    except StoreError as e:
+        problems.append(SourceProblem(name, ReasonCode.UNREADABLE_FILE, e.message, spec))
+        return
+    except OSError as e:
+        why = f"{name} could not be listed ({e})"
+        problems.append(SourceProblem(name, ReasonCode.UNREADABLE_FILE, why, spec))
+        return
+    if not keys:
+        problems.append(
+            SourceProblem(
+                name, ReasonCode.UNREADABLE_FILE, f"{name}: no objects under this prefix", spec
+            )
+        )
+        return
+    for key in keys:
+        rel = key[len(where.path) :].lstrip("/")
+        if any(part.startswith(".") for part in rel.split("/") if part):
+            continue
+        display = printable(f"{name.rstrip('/')}/{rel}" if rel else name)
+        full = f"{where.protocol}://{key}"
+        if is_archive_name(full) and staging is not None:
+            local = staging / "downloads" / hashlib.sha256(full.encode()).hexdigest()[:24]
+            local.mkdir(parents=True, exist_ok=True)
+            target = local / posixpath.basename(key)
+            where.fs.get_file(key, str(target))
+            _extract(target, display, spec, staging, files, problems, depth=1)
+        else:
+            files.append(FoundFile(full, display, spec))
 
 
 #: Archives inside archives are extracted this many levels deep, no deeper (a zip nested

@@ -99,9 +99,7 @@ class CatalogWriter:
     ``flush_seconds`` seconds, so a crash loses at most that much (the stores survive and the
     next run re-derives their rows)."""
 
-    def __init__(
-        self, store_root: Where, flush_rows: int = 500, flush_seconds: float = 30
-    ) -> None:
+    def __init__(self, store_root: Where, flush_rows: int = 500, flush_seconds: float = 30) -> None:
         self.root = Location.of(store_root) / CATALOG_DIR
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds

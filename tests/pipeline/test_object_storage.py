@@ -294,3 +294,137 @@ def test_derived_array_replaced_in_the_bucket_switches_by_pointer(s3: str, tmp_p
     np.testing.assert_array_equal(store.read("seg"), first * 2)
     arrays = {p.name for p in path.glob("seg*")}
     assert arrays == {store.key("seg")}, "the replaced array is removed"
+
+
+def test_report_from_results_in_the_bucket(s3: str, s3_scheduler: str, tmp_path: Path) -> None:
+    """The HTML report reads measurements and QC overlays straight from the bucket; a row
+    whose overlay path points outside RESULTS is not followed."""
+    from distributed import Client
+
+    from screening.stats.compute import compute_stats
+    from screening.stats.report import render_report
+
+    store = tmp_path / "store"
+    write_phantom_store(store, 3, seed=21)
+    results = f"s3://{BUCKET}/report-{tmp_path.name}/results"
+    cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=segmenters.box_liver)
+    with Client(s3_scheduler) as client:
+        assert run_cohort(store, results, cfg, client).by_status == {"ok": 3}
+    compute_stats(results, tmp_path / "stats")
+    out = render_report(tmp_path / "stats", results, tmp_path / "report.html")
+    html = Path(out).read_text()
+    assert "AI-3D" in html and results in html  # the reproduce commands name the bucket URL
+
+
+def test_report_thumbnails_read_overlays_in_the_bucket_and_stay_inside(s3: str) -> None:
+    import io
+
+    from PIL import Image
+
+    from screening.measure.overlay import write_overlay
+    from screening.stats.report._gallery import _inside, thumbnail_png
+
+    root = Location.of(f"s3://{BUCKET}/gallery/results")
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 200), (200, 30, 30)).save(buf, format="PNG")
+    write_overlay(root / "overlays/p/s.png", buf.getvalue())
+    target = _inside(root, "overlays/p/s.png")
+    assert target is not None
+    with Image.open(io.BytesIO(thumbnail_png(target, width=100))) as im:
+        assert im.size == (100, 50)
+    assert _inside(root, "../../other-bucket/x.png") is None
+    assert _inside(root, "s3://other/x.png") is None
+
+
+def _upload_cohort(tmp_path: Path, prefix: str, n: int = 2) -> tuple[Path, str]:
+    """A small synthetic DICOM cohort on disk, and the same files copied into the bucket."""
+    import s3fs
+
+    from screening.synthetic.cohort import generate_cohort
+
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, n, seed=5, size="small")
+    url = f"s3://{BUCKET}/{prefix}"
+    s3fs.S3FileSystem().put(str(cohort / "images"), url.removeprefix("s3://"), recursive=True)
+    return cohort / "images", url
+
+
+def test_ingest_dicom_from_a_bucket_equals_ingest_from_disk(
+    s3: str, s3_scheduler: str, tmp_path: Path
+) -> None:
+    """`screening ingest s3://bucket/prefix/`: objects listed, headers read by range, series
+    read on the workers; the same scans, bit for bit, as ingesting the files from disk."""
+    from screening.ingest import PseudonymKey, ingest
+    from screening.runtime import ClusterConfig
+    from screening.store import read_catalog
+
+    local, url = _upload_cohort(tmp_path, f"src-{tmp_path.name}/images")
+    key = PseudonymKey(b"k" * 32)
+    cluster = ClusterConfig(scheduler=s3_scheduler)
+    ingest([str(local)], tmp_path / "local-store", key=key, cluster=cluster)
+    remote_store = f"s3://{BUCKET}/src-{tmp_path.name}/store"
+    summary = ingest([url], remote_store, key=key, cluster=cluster)
+    a, b = read_catalog(tmp_path / "local-store"), read_catalog(remote_store)
+    pairs = lambda t: sorted(zip(t["scan_id"].to_pylist(), t["ct_sha256"].to_pylist(), strict=True))  # noqa: E731
+    assert pairs(a) == pairs(b) and b.num_rows >= 2, summary.describe()
+    assert set(b["status"].to_pylist()) == {"ok"}
+
+
+def test_bad_bucket_sources_are_rows_and_the_rest_goes_on(s3: str, tmp_path: Path) -> None:
+    """An object deleted between listing and reading, a prefix with nothing in it, a bucket
+    that does not exist: each a reason-coded problem, never a crash."""
+    import s3fs
+
+    from screening.ingest.discovery import scan_files
+    from screening.ingest.sources import SourceSpec, walk_source
+
+    _, url = _upload_cohort(tmp_path, f"bad-{tmp_path.name}/images", n=1)
+    files, problems = walk_source(SourceSpec(path=url, label=url, cohort="c"), None)
+    assert len(files) > 3 and not problems
+    gone = files[1].path
+    s3fs.S3FileSystem().rm(gone.removeprefix("s3://"))
+    records = scan_files([f.path for f in files])
+    bad = [r for r in records if getattr(r, "reason", None) is not None]
+    assert [(r.path, r.reason) for r in bad] == [(gone, "UNREADABLE_FILE")]
+    for empty in (f"s3://{BUCKET}/nothing-here-{tmp_path.name}/", "s3://no-such-bucket-y/x"):
+        files, problems = walk_source(SourceSpec(path=empty, label=empty, cohort="c"), None)
+        assert files == [] and [p.reason for p in problems] == ["UNREADABLE_FILE"], problems
+
+
+def test_wrong_credentials_are_a_clear_error_naming_no_secret(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a second S3 server process that checks credentials (moto with authentication
+    on): a key it does not know is refused, and the error names the variables to check, not
+    their values."""
+    import subprocess
+    import sys
+
+    import s3fs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for the port, with a bound
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and server.poll() is None, "moto did not start"
+            time.sleep(0.1)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGKEY")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep the old endpoint
+        with pytest.raises(StoreError, match="denied") as err:
+            Location.of("s3://some-bucket/results").check_reachable()
+        assert "AWS_ACCESS_KEY_ID" in str(err.value)
+        assert "not-the-secret" not in str(err.value) and "AKIAWRONGKEY" not in str(err.value)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        s3fs.S3FileSystem.clear_instance_cache()

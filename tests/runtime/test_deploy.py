@@ -64,6 +64,7 @@ def _slurm_small(tmp_path: Path) -> dict[str, Any]:
         ("local.yaml", ClusterConfig),
         ("slurm.yaml", SlurmSpec),
         ("kubernetes.yaml", KubernetesSpec),
+        ("kubernetes-s3.yaml", KubernetesSpec),
         ("scheduler-tls.yaml", SchedulerSpec),
     ],
 )
@@ -394,3 +395,20 @@ def test_missing_certificate_file_is_named(tmp_path: Path, tls_files: dict[str, 
     ):
         pass  # pragma: no cover
     assert str(path) in str(err.value)
+
+
+def test_cloud_manifest_has_no_volume_and_reads_credentials_from_a_secret() -> None:
+    """cluster/kubernetes-s3.yaml: stores and results in a bucket, so no shared volume; the
+    credentials reach the scheduler and every worker by Secret reference, never by value."""
+    pytest.importorskip("dask_kubernetes.operator", reason="the kubernetes extra builds it")
+    spec = load_cluster_file(CLUSTER / "kubernetes-s3.yaml")
+    assert isinstance(spec, KubernetesSpec) and spec.volume is None
+    items = kubernetes_manifest(spec)["items"]
+    pods = [items[0]["spec"]["scheduler"]["spec"], items[0]["spec"]["worker"]["spec"]]
+    pods += [item["spec"]["worker"]["spec"] for item in items[1:]]
+    assert len(pods) == 3  # scheduler, CPU workers, GPU workers
+    for pod in pods:
+        assert "volumes" not in pod
+        container = pod["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "screening-s3-credentials"}}]
+        assert not any("SECRET" in str(e.get("name", "")) for e in container.get("env", []))

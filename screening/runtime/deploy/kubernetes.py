@@ -27,17 +27,24 @@ def _pod_spec(group: KubeWorkerGroup, spec: KubernetesSpec, make_worker_spec: An
         worker_command=command,
     )
     pod = worker["spec"]
-    pod["volumes"] = [
-        {"name": "screening-data", "persistentVolumeClaim": {"claimName": spec.volume.claim_name}}
-    ]
-    pod["containers"][0]["volumeMounts"] = [
-        {"name": "screening-data", "mountPath": spec.volume.mount_path}
-    ]
+    if spec.volume is not None:
+        claim = {"claimName": spec.volume.claim_name}
+        pod["volumes"] = [{"name": "screening-data", "persistentVolumeClaim": claim}]
+        pod["containers"][0]["volumeMounts"] = [
+            {"name": "screening-data", "mountPath": spec.volume.mount_path}
+        ]
+    _env_from_secret(pod["containers"][0], spec)
     if group.node_selector:
         pod["nodeSelector"] = dict(group.node_selector)
     if group.tolerations:
         pod["tolerations"] = [dict(t) for t in group.tolerations]
     return worker
+
+
+def _env_from_secret(container: dict[str, Any], spec: KubernetesSpec) -> None:
+    """Credentials by reference: the pod reads the Secret, the manifest never holds them."""
+    if spec.env_from_secret:
+        container["envFrom"] = [{"secretRef": {"name": spec.env_from_secret}}]
 
 
 def kubernetes_manifest(spec: KubernetesSpec) -> dict[str, Any]:
@@ -62,6 +69,7 @@ def kubernetes_manifest(spec: KubernetesSpec) -> dict[str, Any]:
     cluster["spec"]["worker"] = _pod_spec(spec.cpu, spec, operator.make_worker_spec)
     scheduler = cluster["spec"]["scheduler"]["spec"]["containers"][0]
     scheduler["args"] = ["dask", "scheduler", *scheduler["args"][1:]]  # as for the workers
+    _env_from_secret(scheduler, spec)
     scheduler["resources"] = {
         "requests": dict(spec.scheduler.requests),
         "limits": dict(spec.scheduler.limits),

@@ -241,7 +241,11 @@ class KubernetesSpec(FrozenConfig):
     scheduler: KubeScheduler = field(default_factory=KubeScheduler)
     cpu: KubeWorkerGroup
     gpu: KubeGpuWorkerGroup
-    volume: KubeVolume
+    #: Shared POSIX storage for STORE and RESULTS; None when both live in a bucket.
+    volume: KubeVolume | None = None
+    #: A Kubernetes Secret whose keys become environment variables of the scheduler and every
+    #: worker (object-store credentials: AWS_ACCESS_KEY_ID, ...); its values never enter a file.
+    env_from_secret: str | None = None
     startup_timeout_s: float = 600.0
     tls: TLSSpec | None = None
 

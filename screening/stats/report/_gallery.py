@@ -10,10 +10,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from screening.location import Location, Where
 from screening.stats.report._html import esc, img_tag, not_computed
 
 __all__ = ["THUMB_WIDTH", "flagged_rows", "gallery_html", "thumbnail_png"]
@@ -37,12 +38,25 @@ def flagged_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     )
 
 
-def thumbnail_png(path: str | os.PathLike[str], width: int = THUMB_WIDTH) -> bytes:
-    """The image at ``path`` downscaled to ``width`` pixels wide (never upscaled), as a
-    palette PNG."""
+def _inside(root: Location, rel: str) -> Location | None:
+    """``root / rel`` when it stays inside ``root`` (symlinks resolved on a local disk), else
+    None: a row's ``overlay_file`` must not make the report read other files."""
+    if root.is_local:
+        base = root.local_path().resolve()
+        path = (base / rel).resolve()
+        return Location.of(path) if path.is_relative_to(base) else None
+    norm = posixpath.normpath(rel)
+    if norm.startswith(("..", "/")) or "://" in rel:
+        return None
+    return root / norm
+
+
+def thumbnail_png(path: Where, width: int = THUMB_WIDTH) -> bytes:
+    """The image at ``path`` (local or in a bucket) downscaled to ``width`` pixels wide (never
+    upscaled), as a palette PNG."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(Location.of(path).read_bytes())) as im:
         im.load()
         rgb = im.convert("RGB")
     if rgb.width > width:
@@ -79,14 +93,14 @@ def gallery_html(
     )
     if not flagged:
         return intro + "<p>No flagged scans.</p>", 0
-    root = Path(results_dir).resolve()
+    root = Location.of(results_dir)
     figures, n_img = [], 0
     for row in flagged[: max(0, max_gallery)]:
         rel = row.get("overlay_file")
         body = '<p class="missing">no overlay</p>'
         if rel:
-            path = (root / str(rel)).resolve()
-            if not path.is_relative_to(root):
+            path = _inside(root, str(rel))
+            if path is None:
                 log.warning("report: overlay outside RESULTS ignored: %s", rel)
             elif path.is_file():
                 try:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from screening.location import Location, Where
 from screening.schemas import load_table_schema
 from screening.tables import read_dataset
 
@@ -171,13 +172,11 @@ def load_summary(stats_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], str
     return data, ""
 
 
-def load_measurements(
-    results_dir: str | os.PathLike[str], pipeline_id: str | None
-) -> tuple[pa.Table, str]:
+def load_measurements(results_dir: Where, pipeline_id: str | None) -> tuple[pa.Table, str]:
     """The measurements of RESULTS (rows of ``pipeline_id`` when given and present), and a note
     saying which rows were kept."""
     schema = load_table_schema("measurements")
-    table = read_dataset(Path(results_dir) / "measurements", schema)
+    table = read_dataset(Location.of(results_dir) / "measurements", schema)
     if table.num_rows == 0 or not pipeline_id:
         return table, ""
     ids = table["pipeline_id"].to_pylist()

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from screening.location import is_url
 from screening.stats.report._figures import StripPanel, strip_box_plot
 from screening.stats.report._gallery import gallery_html
 from screening.stats.report._html import (
@@ -174,7 +175,9 @@ def reproduce_section(
 ) -> Section:
     """The commands that recompute the statistics and this report, and list flagged scans."""
     q = shlex.quote
-    stats, results, out = (q(str(Path(p))) for p in (stats_dir, results_dir, out_html))
+    stats, results, out = (
+        q(str(p) if is_url(p) else str(Path(p))) for p in (stats_dir, results_dir, out_html)
+    )
     pipeline = summary.get("pipeline_id")
     reference = summary.get("reference")
     options = (f" --pipeline {q(str(pipeline))}" if pipeline else "") + (
