@@ -428,3 +428,31 @@ def test_wrong_credentials_are_a_clear_error_naming_no_secret(
         server.terminate()
         server.wait(timeout=30)
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_the_commands_with_everything_in_the_bucket(
+    s3: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's commands as a user types them, AWS_ENDPOINT_URL pointing at the server:
+    ingest s3:// → run s3:// → stats → query, and a re-run adds nothing."""
+    from screening.cli import main
+    from screening.ingest import generate_key_file
+
+    _, images = _upload_cohort(tmp_path, f"cli-{tmp_path.name}/cohort")
+    key = tmp_path / "k.key"
+    generate_key_file(key)
+    store = f"s3://{BUCKET}/cli-{tmp_path.name}/store"
+    results = f"s3://{BUCKET}/cli-{tmp_path.name}/results"
+    common = ["--workers", "1", "--quiet"]
+    assert main(["ingest", images, "--store", store, "--key-file", str(key), *common]) == 0
+    run = ["run", store, "--out", results, "--model", "demo", "--no-overlays", *common]
+    assert main(run) == 0
+    assert "2 of 2 scan(s) finished (2 ok)" in capsys.readouterr().out
+    assert main(["stats", results, "--out", str(tmp_path / "stats"), "--n-boot", "200"]) == 0
+    assert main(run) == 0  # resumes: nothing to do
+    assert "0 of 0 scan(s) finished" in capsys.readouterr().out
+    sql = "select count(*) as n, count(distinct scan_id) as k from measurements"
+    csv = tmp_path / "counts.csv"
+    assert main(["query", results, sql, "--csv", str(csv)]) == 0
+    assert csv.read_text().split() == ["n,k", "2,2"], "one row per scan"
+    assert Location.of(results).glob("logs/run-*.log"), "the run log was copied into the bucket"
