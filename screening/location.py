@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
 from screening.errors import MissingDependencyError, StoreError
+from screening.fsutil import atomic_write_bytes
 
 __all__ = ["Location", "Where", "input_size", "is_url", "open_input"]
 
@@ -189,18 +189,8 @@ class Location:
         if not self.is_local:
             self.fs.pipe_file(self.path, data)
             return
-        target = Path(self.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:  # disk full, killed: leave no half file taking space
-            tmp.unlink(missing_ok=True)
-            raise
+        os.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        atomic_write_bytes(self.path, data)
 
     def put_bytes(self, data: bytes) -> None:
         """Write without the atomic dance: for files inside something that is itself published
