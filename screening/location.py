@@ -31,7 +31,12 @@ from screening.fsutil import atomic_write_bytes
 __all__ = ["Location", "Where", "input_size", "is_url", "open_input"]
 
 #: fsspec protocols and what installs each.
-_INSTALL = {"s3": "'screening[s3]'", "s3a": "'screening[s3]'", "gs": "gcsfs", "gcs": "gcsfs"}
+_INSTALL = {
+    "s3": "'screening[s3]'",
+    "s3a": "'screening[s3]'",
+    "gs": "'screening[gcs]'",
+    "gcs": "'screening[gcs]'",
+}
 
 
 def is_url(where: str | os.PathLike[str]) -> bool:

@@ -456,3 +456,30 @@ def test_the_commands_with_everything_in_the_bucket(
     assert main(["query", results, sql, "--csv", str(csv)]) == 0
     assert csv.read_text().split() == ["n,k", "2,2"], "one row per scan"
     assert Location.of(results).glob("logs/run-*.log"), "the run log was copied into the bucket"
+
+
+def test_analysts_read_the_bucket_with_duckdb_and_pyarrow(
+    s3: str, s3_scheduler: str, tmp_path: Path
+) -> None:
+    """What docs/object-storage.md shows: DuckDB over s3:// through fsspec, and pyarrow
+    through read_dataset, give the rows `screening query` gives."""
+    import duckdb
+    import s3fs
+    from distributed import Client
+
+    from screening.tables import visible_parts
+
+    store = tmp_path / "store"
+    ids = write_phantom_store(store, 3, seed=41)
+    results = f"s3://{BUCKET}/analyst-{tmp_path.name}/results"
+    cfg = RunConfig(segmenter=Segmenter.CUSTOM, segment_fn=segmenters.box_liver, overlays=False)
+    with Client(s3_scheduler) as client:
+        run_cohort(store, results, cfg, client)
+    con = duckdb.connect()
+    con.register_filesystem(s3fs.S3FileSystem())
+    glob = f"{results}/measurements/*/*.parquet"
+    got = con.sql(f"select scan_id from read_parquet('{glob}', hive_partitioning=true)")
+    assert sorted(r[0] for r in got.fetchall()) == sorted(ids)
+    table = read_dataset(f"{results}/measurements", load_table_schema("measurements"))
+    assert sorted(table["scan_id"].to_pylist()) == sorted(ids)
+    assert all(p.startswith("s3://") for p in visible_parts(f"{results}/measurements"))
