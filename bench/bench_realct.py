@@ -8,9 +8,10 @@ and stops without it.
 Cases (``screening.model.real_cases``): the TotalSegmentator example (non-contrast
 abdomen-pelvis CT, 3 mm; liver and spleen masks made by TotalSegmentator), the same scan with
 its liver made fatty (27 HU lower inside the reference mask, ≈ 20 HU: a simulated steatotic
-liver on real anatomy), its top 32 slices (96 mm: the liver cut below by the field of view,
-as in chest CT) and LiTS 117 (portal-venous, a tight box that cuts the liver; manual liver
-mask).
+liver on real anatomy; 47 HU lower, ≈ 0 HU: severe), its top 32 slices (96 mm: the liver cut
+below by the field of view, as in chest CT), its top 20 slices with the liver 37 HU lower (a
+chest-CT field of view with a steatotic liver) and LiTS 117 (portal-venous, a tight box that
+cuts the liver; manual liver mask).
 
 Models: ``liver3mm`` (the default, real-CT) and ``demo`` (the U-Net trained on synthetic
 phantoms, with its cascade), plus any ``--model`` given (a model directory, a MONAI bundle, an
@@ -40,28 +41,30 @@ MODELS = ("liver3mm", "demo")
 
 
 def _cases() -> list[Any]:
-    from screening.model.real_cases import load_lits117, load_totalsegmentator_example
+    from screening.model.real_cases import RealCase, load_lits117, load_totalsegmentator_example
 
     ts = load_totalsegmentator_example(REAL)
-    fatty_ct = ts.ct_hu.copy()
-    fatty_ct[ts.liver] -= 27
-    fatty = type(ts)(
-        "totalsegmentator-example, liver −27 HU",
-        fatty_ct,
-        ts.spacing_mm,
-        ts.liver,
-        ts.spleen,
-        "simulated steatosis on real anatomy (≈ 20 HU liver)",
-    )
-    top = type(ts)(
-        "totalsegmentator-example, top 96 mm only",
-        np.ascontiguousarray(ts.ct_hu[80:]),
-        ts.spacing_mm,
-        np.ascontiguousarray(ts.liver[80:]),
-        None,
-        "a short field of view that cuts the liver below, as chest CT does",
-    )
-    return [ts, fatty, top, load_lits117(REAL)]
+
+    def variant(name: str, first_z: int, liver_shift_hu: int, note: str) -> RealCase:
+        ct = ts.ct_hu[first_z:].copy()
+        liver = np.ascontiguousarray(ts.liver[first_z:])
+        ct[liver] += liver_shift_hu
+        spleen = None if first_z else ts.spleen
+        return RealCase(name, ct, ts.spacing_mm, liver, spleen, note)
+
+    return [
+        ts,
+        variant("totalsegmentator-example, liver −27 HU", 0, -27, "simulated steatosis, ≈ 20 HU"),
+        variant("totalsegmentator-example, liver −47 HU", 0, -47, "severe steatosis, ≈ 0 HU"),
+        variant("totalsegmentator-example, top 96 mm only", 80, 0, "liver cut below, as chest CT"),
+        variant(
+            "totalsegmentator-example, top 60 mm, liver −37 HU",
+            92,
+            -37,
+            "chest-CT field of view with a steatotic liver (≈ 10 HU)",
+        ),
+        load_lits117(REAL),
+    ]
 
 
 def _labels(liver: np.ndarray, spleen: np.ndarray | None) -> np.ndarray:
@@ -144,6 +147,8 @@ def _f(v: float | None, fmt: str) -> str:
 
 
 def markdown(res: dict[str, Any], cpu: str = "") -> str:
+    from screening.model.real_cases import LITS117_SPACING_MM
+
     out = [
         "## Real CT: shipped models against reference masks (`bench/bench_realct.py`)",
         "",
@@ -172,7 +177,8 @@ def markdown(res: dict[str, Any], cpu: str = "") -> str:
         "",
         "References: TotalSegmentator example — TotalSegmentator's own masks (a model, not "
         "manual); LiTS 117 — manual (LiTS), voxel size estimated from anatomy "
-        "(1.15 × 1.10 × 1.35 mm). `liver3mm` has no spleen class (its rows leave spleen "
+        f"({' × '.join(f'{v:g}' for v in LITS117_SPACING_MM)} mm, z × y × x). "
+        "`liver3mm` has no spleen class (its rows leave spleen "
         "empty, as `screening run` does with SPLEEN_NOT_SEGMENTED). The demo model was trained "
         "on synthetic phantoms only; it is here as the figure the real model replaces.",
     ]

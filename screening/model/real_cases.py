@@ -26,9 +26,12 @@ __all__ = [
     "real_cases",
 ]
 
-#: LiTS 117 as shipped (128³) has no voxel size; estimated from anatomy (vertebral body width,
-#: one vertebral level): about 1.15 × 1.10 × 1.35 mm (x, y, z).
-LITS117_SPACING_MM: tuple[float, float, float] = (1.35, 1.10, 1.15)
+#: LiTS 117 as shipped (128³) has no voxel size; estimated from the anatomy, canonical (z, y, x):
+#: z from the vertebral levels (discs every 23–24 voxels over L1–L2, about 35 mm a level; 20
+#: voxels at T11), y and x from the L1–L2 vertebral body (26 voxels deep, 31 wide) and the round
+#: aorta (13 × 13 voxels, so y and x alike). Dice moves by < 0.01 across 1.35–1.5 mm in z and
+#: 1.1–1.3 mm in-plane (BENCHMARKS.md "Real CT").
+LITS117_SPACING_MM: tuple[float, float, float] = (1.5, 1.25, 1.25)
 
 
 @dataclass(frozen=True)
@@ -61,17 +64,21 @@ def load_totalsegmentator_example(root: str | os.PathLike[str]) -> RealCase:
 
 
 def load_lits117(root: str | os.PathLike[str]) -> RealCase:
-    """LiTS 117 (MRC, 128³ HU). Worked out from the anatomy: axis 0 runs foot-ward (the liver
-    dome at index 0), axis 1 toward posterior (kidneys at high index), axis 2 toward the
-    patient's right (liver at high index, stomach at low): axes 0 and 2 are flipped."""
+    """LiTS 117 (MRC, 128³ HU), worked out from the anatomy. The MRC array is the NIfTI voxel
+    array written as is, in (i, j, k) order: axis 0 runs toward the patient's left (the liver at
+    low index, the spine near the high end), axis 1 toward posterior (the vertebrae at high
+    index), axis 2 toward the head (kidneys low, the dome high). Canonical ``(z, y, x)`` LPS is
+    therefore a plain transpose, no flip (the package's own viewer output does the same
+    ``transpose(2, 1, 0)``).
+    """
     mrcfile = attempt_import("mrcfile", "dev")
     lits = Path(root) / "lits-117"
     with mrcfile.open(lits / "img_117.mrc.gz") as f:  # type: ignore[attr-defined]
         img = np.asarray(f.data, dtype=np.float32)
     with mrcfile.open(lits / "lab_117.mrc.gz") as f:  # type: ignore[attr-defined]
         lab = np.asarray(f.data)
-    ct = np.clip(np.rint(img[::-1, :, ::-1]), -1024, 32767).astype(np.int16)
-    liver = np.ascontiguousarray(lab[::-1, :, ::-1] > 0)
+    ct = np.clip(np.rint(img.transpose(2, 1, 0)), -1024, 32767).astype(np.int16)
+    liver = np.ascontiguousarray(lab.transpose(2, 1, 0) > 0)
     return RealCase(
         "lits-117",
         np.ascontiguousarray(ct),
