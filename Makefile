@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench lint clean demo-weights gpu-wheels
+.PHONY: demo test test-slow bench bench-setup lint clean demo-weights gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,7 +67,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-bench: $(STAMP)
+# The peer tool the ingest benchmark runs beside ours (Debian package; skipped with a message
+# when it cannot be installed: no root, no apt).
+bench-setup:
+	@command -v dcm2niix >/dev/null || apt-get install -y -q dcm2niix >/dev/null 2>&1 \
+		|| echo "bench-setup: dcm2niix not installed (apt-get install dcm2niix); the ingest side-by-side runs without it"
+
+bench: $(STAMP) bench-setup
 	$(BIN)/python -m bench
 
 # The GPU checks (bench/gpu.sh) run on a lent GPU machine whose python3 (3.12, CUDA torch)

@@ -250,11 +250,17 @@ def _demote(markdown_text: str) -> str:
 def run_stage_benchmarks(quick: bool) -> list[str]:
     """The stage benchmarks with their own reports: ingest, store codecs, segmentation,
     measurement, real CT, the distributed run, statistics."""
+    from bench.bench_decoders import run as bench_decoders
+    from bench.bench_decoders import to_markdown as decoders_markdown
     from bench.bench_ingest import bench_ingest
     from bench.bench_ingest import to_markdown as ingest_markdown
     from bench.bench_measure import bench_measure
     from bench.bench_measure import to_markdown as measure_markdown
     from bench.bench_measure_accuracy import accuracy_markdown, bench_measure_accuracy
+    from bench.bench_monai import run as bench_monai
+    from bench.bench_monai import to_markdown as monai_markdown
+    from bench.bench_peers import run as bench_peers
+    from bench.bench_peers import to_markdown as peers_markdown
     from bench.bench_realct import REAL
     from bench.bench_realct import markdown as realct_markdown
     from bench.bench_realct import run as bench_realct
@@ -267,12 +273,18 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     from bench.bench_stats import markdown as stats_markdown
     from bench.bench_stats import run as bench_stats
     from bench.bench_store_codecs import bench_store_codecs, codecs_markdown
+    from bench.bench_throughput import run as bench_throughput
+    from bench.bench_throughput import to_markdown as throughput_markdown
 
     print("running: ingest ...", file=sys.stderr, flush=True)
     ingest = bench_ingest(quick)
     print("running: start-up (one-file ingest) ...", file=sys.stderr, flush=True)
     baseline = os.environ.get("SCREENING_BENCH_BASELINE")
     startup = bench_startup(2 if quick else 7, Path(baseline) if baseline else None)
+    print("running: decoders (pylibjpeg vs GDCM) ...", file=sys.stderr, flush=True)
+    decoders = bench_decoders(1 if quick else 7, 16)
+    print("running: ingest side by side with dcm2niix ...", file=sys.stderr, flush=True)
+    peers = bench_peers(8 if quick else 20, 48, 1 if quick else 3)
     print("running: store codecs ...", file=sys.stderr, flush=True)
     codecs = bench_store_codecs(quick=quick)
     print("running: segmentation (preprocess, U-Net, demo accuracy) ...", file=sys.stderr)
@@ -285,15 +297,21 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     if REAL.is_dir():
         print("running: real CT (shipped models vs reference masks) ...", file=sys.stderr)
         realct = bench_realct(repeats=1 if quick else 3, threads=2)
+    print("running: segmentation side by side with MONAI's pipeline ...", file=sys.stderr)
+    monai = bench_monai(1 if quick else 2, 1 if quick else 3, 2)
     print("running: distributed run (scaling, overhead, memory, scans/hour) ...", file=sys.stderr)
     distributed_run = bench_run(quick)
     print("running: scale simulation (1,000 and 100,000 scans) ...", file=sys.stderr, flush=True)
     scale = bench_scale("1000" if quick else "1000,100000", workers=2)
+    print("running: cohort throughput (real-CT model, 1 and 2 workers) ...", file=sys.stderr)
+    throughput = bench_throughput(1 if quick else 3, 1 if quick else 2)
     print("running: statistics (vectorised bootstrap vs sklearn loop) ...", file=sys.stderr)
     stats = bench_stats(2 if quick else 5)
     return [
         _demote(ingest_markdown(ingest, cpu=cpu_model(), quick=quick, git=git_state())),
         _demote(startup_markdown(*startup)),
+        _demote(decoders_markdown(decoders)),
+        _demote(peers_markdown(peers)),
         _demote(codecs_markdown(codecs)),
         _demote(segmentation_markdown(segmentation, cpu_model(), quick)),
         _demote(measure_markdown(measurement, cpu_model(), git_state())),
@@ -301,7 +319,9 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
         _demote(realct_markdown(realct, cpu_model()))
         if realct
         else "## Real CT\n\nNot measured: ../shared/data/real is absent on this machine.",
+        _demote(monai_markdown(monai)),
         _demote(run_markdown(distributed_run, cpu_model(), git_state())),
+        _demote(throughput_markdown(throughput)),
         _demote(scale),
         _demote(stats_markdown(stats)),
     ]

@@ -34,8 +34,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   echo "$name rc=$?" | tee -a "$OUT/summary.txt"
 }
-step pytest-gpu 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/model/test_gpu.py
-step realct 150 $PY -m bench.bench_realct --device cuda --repeats 3 --out "$OUT/realct.md"
-step sweep 200 $PY -m bench.bench_gpu --device cuda --repeats 3 --out "$OUT/sweep.md" \
+step pytest-gpu 120 $PY -m pytest -m gpu -q -p no:cacheprovider tests/model/test_gpu.py
+step realct 120 $PY -m bench.bench_realct --device cuda --repeats 3 --out "$OUT/realct.md"
+step sweep 180 $PY -m bench.bench_gpu --device cuda --repeats 3 --out "$OUT/sweep.md" \
   --json "$OUT/sweep.json"
+step monai 120 $PY -m bench.bench_monai --device cuda --scans 2 --rounds 1 --out "$OUT/monai.md"
 cat "$OUT/summary.txt"

@@ -9,6 +9,7 @@ the canonical int16 volume, so peak memory stays near one volume.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
@@ -41,6 +42,19 @@ log = logging.getLogger(__name__)
 _SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+#: Decoding plugin preference per compressed transfer syntax, fastest per CPU-second first
+#: (BENCHMARKS.md "Decoders", bench/bench_decoders.py): GDCM's CharLS decodes JPEG-LS in
+#: 0.4× pylibjpeg's time; for JPEG 2000 GDCM is faster on the wall clock only by running two
+#: threads (more CPU in all), which a busy ingest worker cannot spare, so pylibjpeg leads;
+#: RLE: pylibjpeg-rle, 4–7× pydicom's pure Python. The first *installed* one is used; pydicom's
+#: own order is the fallback when it fails or none is installed.
+DECODER_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "1.2.840.10008.1.2.4.80": ("gdcm", "pylibjpeg"),  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": ("gdcm", "pylibjpeg"),  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000
+    "1.2.840.10008.1.2.5": ("pylibjpeg", "pydicom"),  # RLE lossless
+}
 _LOCALIZER_WORDS = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
 _DERIVED_WORDS = {"MPR", "MIP", "MINIP", "REFORMATTED", "PROJECTION IMAGE", "VOLUME RENDERING"}
 _IV_WORDS = {"IV", "INTRAVENOUS", "INTRAVASCULAR", "IA", "INTRAARTERIAL", "ARTERIAL"}
@@ -583,6 +597,33 @@ def _decoder_available(ds: Any) -> bool:
         return False
 
 
+@functools.cache
+def preferred_decoder(transfer_syntax: str) -> str | None:
+    """The first installed plugin of ``DECODER_PREFERENCE`` for a syntax (None: pydicom's
+    order)."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        installed = get_decoder(transfer_syntax).available_plugins
+    except Exception:  # unknown or uncompressed syntax
+        return None
+    return next((p for p in DECODER_PREFERENCE.get(transfer_syntax, ()) if p in installed), None)
+
+
+def _decode_preferred(ds: Any, ts: Any) -> np.ndarray | None:
+    """Decode with the preferred plugin; None when there is none or it fails (the caller then
+    lets pydicom try every plugin, which also yields the error to report)."""
+    plugin = preferred_decoder(str(ts)) if ts is not None else None
+    if plugin is None:
+        return None
+    from pydicom.pixels import pixel_array
+
+    try:
+        return np.asarray(pixel_array(ds, decoding_plugin=plugin))
+    except Exception:  # another plugin may still decode it; the errors come from there
+        return None
+
+
 def _decode(ds: Any, name: str, path: str) -> np.ndarray:
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts is not None and not getattr(ts, "is_compressed", True) and "PixelData" in ds:
@@ -590,6 +631,10 @@ def _decode(ds: Any, name: str, path: str) -> np.ndarray:
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         expected = int(ds.Rows) * int(ds.Columns) * samples * bits // 8
         _check_not_long(len(ds.PixelData), expected, (int(ds.Rows), int(ds.Columns)), path, name)
+    if ts is not None and getattr(ts, "is_compressed", False) and "PixelData" in ds:
+        pixels = _decode_preferred(ds, ts)
+        if pixels is not None:
+            return pixels
     try:
         return np.asarray(ds.pixel_array)
     except AttributeError as e:

@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.uid import UID
 
 from screening.config import FrozenConfig, require
+from screening.errors import attempt_import
 from screening.geometry import nifti_affine_from_canonical, reorient_nifti
 from screening.reasons import SYNTHETIC_MARK
 from screening.synthetic.phantom import Phantom
@@ -28,8 +30,9 @@ __all__ = [
     "write_nifti",
 ]
 
-#: Transfer syntaxes the writer can produce (JPEG 2000 needs pylibjpeg-openjpeg).
-TRANSFER_SYNTAXES = ("explicit", "implicit", "rle", "j2k")
+#: Transfer syntaxes the writer can produce (JPEG 2000 needs pylibjpeg-openjpeg, JPEG-LS
+#: imagecodecs' CharLS: pydicom's own JPEG-LS encoder needs pyjpegls, which is not installed).
+TRANSFER_SYNTAXES = ("explicit", "implicit", "rle", "j2k", "jpegls")
 
 # Row and column direction cosines (LPS) and the array flips that produce them from a canonical
 # slice (rows = y toward P, columns = x toward L), by PatientPosition.
@@ -102,6 +105,7 @@ def write_dicom_series(
         ExplicitVRLittleEndian,
         ImplicitVRLittleEndian,
         JPEG2000Lossless,
+        JPEGLSLossless,
         RLELossless,
     )
 
@@ -122,6 +126,7 @@ def write_dicom_series(
         "implicit": ImplicitVRLittleEndian,
         "rle": RLELossless,
         "j2k": JPEG2000Lossless,
+        "jpegls": JPEGLSLossless,
     }[info.transfer_syntax]
     order = range(nz - 1, -1, -1) if position.startswith("HF") else range(nz)
     paths = []
@@ -187,6 +192,8 @@ def write_dicom_series(
         if syntax != ExplicitVRLittleEndian:
             if syntax == ImplicitVRLittleEndian:
                 ds.file_meta.TransferSyntaxUID = syntax
+            elif syntax == JPEGLSLossless:
+                _set_jpegls(ds, np.ascontiguousarray(img))
             else:
                 # keep our deterministic SOPInstanceUID (compress() makes a new one by default)
                 ds.compress(syntax, np.ascontiguousarray(img), generate_instance_uid=False)
@@ -194,6 +201,21 @@ def write_dicom_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _set_jpegls(ds: Any, img: NDArray[np.generic]) -> None:
+    """Encode one frame as JPEG-LS lossless (CharLS through imagecodecs) and encapsulate it.
+    The stored bit pattern is encoded as unsigned 16-bit, as DICOM JPEG-LS carries signed
+    pixels; PixelRepresentation tells the decoder how to read it back."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    imagecodecs = attempt_import("imagecodecs", "dev")
+    frame = imagecodecs.jpegls_encode(img.view(np.uint16), level=0)  # type: ignore[attr-defined]
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
 
 
 def write_nifti(

@@ -49,7 +49,7 @@ def _headers(folder: Path) -> tuple[list[DicomHeader], list[str]]:
 
 
 @pytest.mark.parametrize("position", ["HFS", "FFS", "HFP", "FFP"])
-@pytest.mark.parametrize("syntax", ["explicit", "rle"])
+@pytest.mark.parametrize("syntax", ["explicit", "rle", "jpegls"])
 def test_dicom_series_is_canonical_and_exact(tmp_path: Path, position: str, syntax: str) -> None:
     ph = _phantom(position)
     write_dicom_series(ph, tmp_path, DicomInfo(transfer_syntax=syntax, uid_seed=position))
@@ -64,6 +64,37 @@ def test_dicom_series_is_canonical_and_exact(tmp_path: Path, position: str, synt
     assert volume.source["padding_voxels"] > 0  # the scan circle padding was recognised
     assert volume.ct_hu.min() >= -1024
     assert first.PatientPosition == position
+
+
+def test_decoder_preference_names_plugins_pydicom_has() -> None:
+    """Every plugin in the preference table is one pydicom knows for that syntax, and the
+    chosen one is installed (gdcm comes with the package; JPEG-LS must get it)."""
+    from pydicom.pixels import get_decoder
+
+    from screening.ingest.dicom import DECODER_PREFERENCE, preferred_decoder
+
+    for ts, plugins in DECODER_PREFERENCE.items():
+        decoder = get_decoder(ts)
+        known = set(decoder._available) | set(decoder._unavailable)
+        assert set(plugins) <= known, (ts, set(plugins) - known)
+        assert preferred_decoder(ts) in decoder.available_plugins
+    assert preferred_decoder("1.2.840.10008.1.2.4.80") == "gdcm"
+    assert preferred_decoder("1.2.840.10008.1.2.1") is None  # uncompressed: no plugin
+
+
+def test_a_failing_preferred_decoder_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preferred plugin failing (here: Pillow, which cannot read JPEG-LS) costs time, not
+    the scan: pydicom's own order decodes it, with the same pixels."""
+    import screening.ingest.dicom as dicom
+
+    ph = _phantom()
+    write_dicom_series(ph, tmp_path, DicomInfo(transfer_syntax="jpegls"))
+    headers, names = _headers(tmp_path)
+    monkeypatch.setattr(dicom, "preferred_decoder", lambda ts: "pillow")
+    volume, _ = read_dicom_series(headers, names, CFG)
+    np.testing.assert_array_equal(volume.ct_hu, _expected(ph))
 
 
 def test_missing_intercept_is_a_clear_error(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ STORAGE = [  # (transfer syntax, padding HU, RescaleIntercept, expected PixelRep
     ("implicit", -3024.0, -1024.0, 1),  # GE-like: signed, padding stored as -2000
     ("rle", -2000.0, 0.0, 1),  # Toshiba-like
     ("j2k", None, 0.0, 1),
+    ("jpegls", None, -1024.0, 0),
+    ("jpegls", -2000.0, 0.0, 1),  # signed JPEG-LS: the bit pattern encoded as unsigned
 ]
 
 
@@ -97,7 +99,7 @@ def test_dicom_carries_fake_identifiers_and_covariates(tmp_path):
     assert ds.Modality == "CT"
 
 
-@pytest.mark.parametrize("syntax", ["explicit", "rle", "j2k"])
+@pytest.mark.parametrize("syntax", ["explicit", "rle", "j2k", "jpegls"])
 def test_dicom_files_reproducible(tmp_path, syntax):
     # 64 x 64: OpenJPEG cannot encode tiles smaller than its resolution pyramid
     ph = make_phantom(
