@@ -277,8 +277,18 @@ def _walk(
             )
         )
 
-    for folder, dirs, names in os.walk(path, onerror=unreadable):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    # Symlinked folders are followed (archives arranged with links, as dcm2niix reads them),
+    # each real folder once: a link back up the tree or a second link to the same folder
+    # adds nothing, so no loop and no duplicate series.
+    seen = {os.path.realpath(path)}
+    for folder, dirs, names in os.walk(path, onerror=unreadable, followlinks=True):
+        keep = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(folder, d))
+            if real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirs[:] = keep
         rel_folder = Path(folder).relative_to(path)
         for file_name in sorted(names):
             if file_name.startswith("."):

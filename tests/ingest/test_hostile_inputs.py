@@ -241,6 +241,23 @@ def test_a_folder_name_that_is_not_utf8(
     assert n == [(2,)]
 
 
+def test_symlinked_folders_are_followed_once(
+    tmp_path: Path, good: dict[str, Any], cluster: ClusterConfig
+) -> None:
+    """A series reached through a folder link is ingested; a second link to the same folder
+    and a link back up the tree (a cycle) add nothing and do not hang the walk."""
+
+    def build(cohort: Path) -> None:
+        _series(tmp_path / "elsewhere" / "series", 10)
+        (cohort / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        (cohort / "linked-again").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        (cohort / "good" / "up").symlink_to(cohort, target_is_directory=True)
+
+    rows, _ = _ingest_with(tmp_path, good, cluster, build)
+    (row,) = rows
+    assert row["status"] == "ok" and "linked" in row["source_path"]
+
+
 def test_a_folder_that_cannot_be_listed_is_a_row(
     tmp_path: Path, good: dict[str, Any], cluster: ClusterConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
