@@ -304,7 +304,7 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     print("running: scale simulation (1,000 and 100,000 scans) ...", file=sys.stderr, flush=True)
     scale = bench_scale("1000" if quick else "1000,100000", workers=2)
     print("running: cohort throughput (real-CT model, 1 and 2 workers) ...", file=sys.stderr)
-    throughput = bench_throughput(1 if quick else 3, 1 if quick else 2)
+    throughput = bench_throughput(2 if quick else 4, 1 if quick else 2)
     print("running: statistics (vectorised bootstrap vs sklearn loop) ...", file=sys.stderr)
     stats = bench_stats(2 if quick else 5)
     return [

@@ -13,7 +13,10 @@ alone (``pydicom.pixels.pixel_array(ds, decoding_plugin=...)``). Outputs are com
 plugin must give the same pixels.
 
 Reported per syntax and plugin: milliseconds per 512 × 512 frame (median over rounds of the
-per-frame mean; spread = max − min) and the speed relative to the slowest plugin. The ingest
+per-frame mean; spread = max − min), the CPU milliseconds (all threads: a decoder that runs
+threads shows more CPU than wall), the speed relative to the slowest plugin, and, for the
+synthetic frames, the wall milliseconds per frame when two processes decode at once (two
+ingest workers on this 2-core machine: a threaded decoder then has no idle core to use). The ingest
 decoder preference (``screening.ingest.dicom.DECODER_PREFERENCE``) is set from this table.
 """
 
