@@ -81,19 +81,24 @@ def test_screen_one_shot_ingests_runs_and_accounts_for_every_series(
 
 def test_ctrl_c_commits_finished_scans_and_the_same_command_resumes(tmp_path: Path) -> None:
     """SIGINT to the whole process group, as a terminal's Ctrl-C: exit code 130, the rows of
-    finished scans are committed, and re-running the command finishes the rest exactly once."""
-    store, results = tmp_path / "store", tmp_path / "results"
-    ids = write_phantom_store(store, 24, seed=12)  # 6 s of work; rows commit every 5 s
+    finished scans are committed, and re-running the command finishes the rest exactly once.
+    The segmenter lets 16 scans through (a second each) and holds the rest at a gate, opened
+    only after the interrupted run has exited: the run cannot finish before the interrupt."""
+    from tests.pipeline.segmenters import GATE_ENV, GATE_FREE_CALLS
+
+    store, results, gate = tmp_path / "store", tmp_path / "results", tmp_path / "gate"
+    gate.mkdir()
+    ids = write_phantom_store(store, 24, seed=12)
     cmd = [
         sys.executable, "-m", "screening.cli", "run", str(store), "--out", str(results),
         "--workers", "2", "--quiet", "--no-overlays",
-        "--segment-fn", "tests.pipeline.segmenters:slow_box",
+        "--segment-fn", "tests.pipeline.segmenters:gated_box",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), GATE_ENV: str(gate)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120  # rows of the free scans commit within 5 s
         while not any((results / "measurements").glob("*/*.parquet")):
             assert proc.poll() is None and time.monotonic() < deadline, "finished too soon"
             time.sleep(0.05)
@@ -102,10 +107,11 @@ def test_ctrl_c_commits_finished_scans_and_the_same_command_resumes(tmp_path: Pa
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        (gate / "open").touch()
     assert proc.returncode == 130, out
     assert "INTERRUPTED" in out or "interrupted" in out
     committed = [r["scan_id"] for r in _rows(results)]
-    assert 1 <= len(committed) < 24 and len(set(committed)) == len(committed)
+    assert 1 <= len(committed) <= GATE_FREE_CALLS and len(set(committed)) == len(committed)
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(committed)} already done" in again.stdout
