@@ -55,14 +55,18 @@ class CountingSegmenter:
 #: Environment variable naming the folder of :func:`gated_box` (set by the test for the run).
 GATE_ENV = "SCREENING_TEST_GATE"
 GATE_FREE_CALLS = 16
+GATE_WAIT_S = 5.0
 
 
 def gated_box(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> NDArray[np.uint8]:
-    """``box_liver`` taking a second for the first ``GATE_FREE_CALLS`` calls of a run (on two
-    workers their rows arrive over at least 7 s, so the sink, which flushes on a row arriving
-    5 s after its last flush, commits some); every later call waits (bounded, 120 s) until the
-    test creates ``<gate>/open``. So a run can never finish before the test interrupts it,
-    however fast or loaded the machine (importable by name)."""
+    """``box_liver`` taking a second for the first ``GATE_FREE_CALLS`` calls of a run; every
+    later call waits until the test creates ``<gate>/open``, at most ``GATE_WAIT_S``.
+
+    On two workers the free rows arrive over at least 7 s, so the sink (it flushes when a row
+    arrives 5 s after its last flush) commits some before any held call has waited long: the
+    run cannot finish before the test sees those rows and interrupts it, however fast or
+    loaded the machine. The bound keeps the interrupted run's shutdown short: a closing Dask
+    worker waits for the task it is running (importable by name)."""
     gate = Path(os.environ[GATE_ENV])
     for slot in range(GATE_FREE_CALLS):
         try:
@@ -71,7 +75,7 @@ def gated_box(ct: NDArray[np.int16], spacing_mm: tuple[float, float, float]) -> 
             continue
         time.sleep(1.0)
         return box_liver(ct, spacing_mm)
-    deadline = time.monotonic() + 120.0
+    deadline = time.monotonic() + GATE_WAIT_S
     while not (gate / "open").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return box_liver(ct, spacing_mm)
