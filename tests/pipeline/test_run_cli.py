@@ -89,8 +89,15 @@ def test_ctrl_c_commits_finished_scans_and_the_same_command_resumes(tmp_path: Pa
     store, results, gate = tmp_path / "store", tmp_path / "results", tmp_path / "gate"
     gate.mkdir()
     ids = write_phantom_store(store, 24, seed=12)
+    # As a terminal starts it: with Python's Ctrl-C handler, even when this test itself runs
+    # as a background job (non-interactive shells start those with SIGINT ignored, and the
+    # child would inherit that).
+    interactive = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('screening.cli', run_name='__main__', alter_sys=True)"
+    )
     cmd = [
-        sys.executable, "-m", "screening.cli", "run", str(store), "--out", str(results),
+        sys.executable, "-c", interactive, "run", str(store), "--out", str(results),
         "--workers", "2", "--quiet", "--no-overlays",
         "--segment-fn", "tests.pipeline.segmenters:gated_box",
     ]  # fmt: skip
