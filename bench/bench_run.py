@@ -175,6 +175,14 @@ class Scratch:
         for p in paths:
             shutil.rmtree(p, ignore_errors=True)
 
+    def timed_run(self, client: Any, pristine: Path, cfg: Any) -> dict[str, Any]:
+        """:func:`timed_run` on a fresh copy of ``pristine`` and a fresh results folder."""
+        store, results = self.fresh(pristine)
+        try:
+            return timed_run(client, store, results, cfg)
+        finally:
+            self.drop(store, results)
+
 
 # --------------------------------------------------------------------------- probes
 
@@ -450,11 +458,12 @@ def malloc_diagnostic(pristine: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the benchmark
 
 
-def _open(stack: ExitStack, workers: int) -> Any:
+def _open(stack: ExitStack, workers: int, threads: int = 1) -> Any:
     from screening.runtime import ClusterConfig, open_client
 
     t0 = time.perf_counter()
-    client = stack.enter_context(open_client(ClusterConfig(workers=workers, dashboard=False)))
+    cfg = ClusterConfig(workers=workers, threads_per_worker=threads, dashboard=False)
+    client = stack.enter_context(open_client(cfg))
     client.wait_for_workers(workers, timeout=120)
     log(f"{workers}-worker cluster up in {time.perf_counter() - t0:.1f} s")
     return client
@@ -482,12 +491,7 @@ def bench_scaling_memory(quick: bool, work: Path) -> dict[str, Any]:
     cases = {"unet": RunConfig(model="demo"), "reference": RunConfig(segmenter=Segmenter.REFERENCE)}
     runs: dict[str, list[dict[str, Any]]] = {f"{c}_{w}": [] for c in cases for w in (1, 2)}
 
-    def once(client: Any, pristine: Path, cfg: Any) -> dict[str, Any]:
-        store, results = scratch.fresh(pristine)
-        try:
-            return timed_run(client, store, results, cfg)
-        finally:
-            scratch.drop(store, results)
+    once = scratch.timed_run
 
     with ExitStack() as stack:
         clients = {w: _open(stack, w) for w in (1, 2)}

@@ -24,19 +24,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.bench_run import Scratch, _stage_medians, log, render, timed_run, write_stores
+from bench.bench_run import Scratch, _open, _stage_medians, log, render, write_stores
 from bench.common import cpu_model, emit, git_state
 
 CLUSTERS = ((1, 1), (2, 1), (1, 2))  # (workers, threads per worker)
-
-
-def _open(stack: ExitStack, workers: int, threads: int) -> Any:
-    from screening.runtime import ClusterConfig, open_client
-
-    cfg = ClusterConfig(workers=workers, threads_per_worker=threads, dashboard=False)
-    client = stack.enter_context(open_client(cfg))
-    client.wait_for_workers(workers, timeout=120)
-    return client
 
 
 def run(n_scans: int, repeats: int) -> dict[str, Any]:
@@ -53,21 +44,14 @@ def run(n_scans: int, repeats: int) -> dict[str, Any]:
         del scans
         runs: dict[tuple[int, int], list[dict[str, Any]]] = {c: [] for c in CLUSTERS}
 
-        def once(client: Any, root: Path) -> dict[str, Any]:
-            store, results = scratch.fresh(root)
-            try:
-                return timed_run(client, store, results, cfg)
-            finally:
-                scratch.drop(store, results)
-
         with ExitStack() as stack:
             clients = {c: _open(stack, *c) for c in CLUSTERS}
             for c, client in clients.items():  # the model loads on every worker
-                log(f"warm-up {c}: {once(client, warm_root)['wall_s']:.1f} s")
+                log(f"warm-up {c}: {scratch.timed_run(client, warm_root, cfg)['wall_s']:.1f} s")
             for rep in range(repeats):
                 order = CLUSTERS if rep % 2 == 0 else CLUSTERS[::-1]
                 for c in order:
-                    r = once(clients[c], pristine)
+                    r = scratch.timed_run(clients[c], pristine, cfg)
                     runs[c].append(r)
                     log(f"rep {rep} {c}: {r['wall_s']:.1f} s {r['by_status']}")
     return {"runs": runs, "scans": n_scans, "repeats": repeats, "model": cfg.model}
