@@ -10,8 +10,10 @@ abdomen-pelvis CT, 3 mm; liver and spleen masks made by TotalSegmentator), the s
 its liver made fatty (27 HU lower inside the reference mask, ≈ 20 HU: a simulated steatotic
 liver on real anatomy; 47 HU lower, ≈ 0 HU: severe), its top 32 slices (96 mm: the liver cut
 below by the field of view, as in chest CT), its top 20 slices with the liver 37 HU lower (a
-chest-CT field of view with a steatotic liver) and LiTS 117 (portal-venous, a tight box that
-cuts the liver; manual liver mask).
+chest-CT field of view with a steatotic liver), its top 96 mm reconstructed in a 230 mm
+scan circle centred on the body (padding outside, as LIDC-IDRI's tight chest reconstructions:
+the circle cuts the body and the liver; the reference is the liver inside the circle) and
+LiTS 117 (portal-venous, a tight box that cuts the liver; manual liver mask).
 
 Models: ``liver3mm`` (the default, real-CT) and ``demo`` (the U-Net trained on synthetic
 phantoms, with its cascade), plus any ``--model`` given (a model directory, a MONAI bundle, an
@@ -41,7 +43,12 @@ MODELS = ("liver3mm", "demo")
 
 
 def _cases() -> list[Any]:
-    from screening.model.real_cases import RealCase, load_lits117, load_totalsegmentator_example
+    from screening.model.real_cases import (
+        RealCase,
+        chest_reconstruction,
+        load_lits117,
+        load_totalsegmentator_example,
+    )
 
     ts = load_totalsegmentator_example(REAL)
 
@@ -63,6 +70,7 @@ def _cases() -> list[Any]:
             -37,
             "chest-CT field of view with a steatotic liver (≈ 10 HU)",
         ),
+        chest_reconstruction(ts, 80, 230.0),
         load_lits117(REAL),
     ]
 

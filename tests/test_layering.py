@@ -30,6 +30,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "schemas",
             "tables",
             "masks",
+            "scan_circle",
             "location",
         }
     ),

@@ -16,6 +16,7 @@ from scipy import ndimage
 from screening.masks import OrganMask
 from screening.measure.attenuation import OrganStats
 from screening.measure.config import MeasureConfig
+from screening.scan_circle import circle_radius
 
 __all__ = [
     "body_centre_col",
@@ -43,11 +44,8 @@ def liver_truncated(organ: OrganMask, shape: Sequence[int], rim_px: float) -> bo
     if by.start == 0 or bx.start == 0 or by.stop == ny or bx.stop == nx:
         return True
     proj = organ.mask.any(axis=0)
-    rows, cols = np.nonzero(proj)
-    yy = (rows + by.start - (ny - 1) / 2) / (ny / 2)
-    xx = (cols + bx.start - (nx - 1) / 2) / (nx / 2)
-    r = np.hypot(yy, xx)
-    return bool((r > 1.0 - rim_px / min(ny, nx)).any())
+    radius = circle_radius((ny, nx))[by, bx]
+    return bool((radius[proj] > 1.0 - rim_px / min(ny, nx)).any())
 
 
 def volume_implausible(stats: OrganStats, truncated: bool, cfg: MeasureConfig) -> bool:

@@ -21,6 +21,7 @@ from screening.errors import attempt_import
 __all__ = [
     "LITS117_SPACING_MM",
     "RealCase",
+    "chest_reconstruction",
     "load_lits117",
     "load_totalsegmentator_example",
     "real_cases",
@@ -86,6 +87,44 @@ def load_lits117(root: str | os.PathLike[str]) -> RealCase:
         liver,
         None,
         "portal-venous CT, tight box cutting the liver; manual reference (LiTS)",
+    )
+
+
+def chest_reconstruction(case: RealCase, first_z: int, diameter_mm: float) -> RealCase:
+    """``case`` as a tight chest-CT reconstruction: slices from ``first_z`` up (the liver cut
+    below), a square matrix of ``diameter_mm`` centred on the body, and padding (``HU_MIN``, as
+    ingest stores it) outside the scan circle inscribed in it, which then cuts through the body
+    (LIDC-IDRI reconstructs 236–350 mm; the liver reaches that circle). The reference keeps the
+    liver inside the circle only: nothing outside was imaged."""
+    from screening.ingest.volume import HU_MIN
+    from screening.scan_circle import circle_radius
+
+    ct, liver = case.ct_hu[first_z:], case.liver[first_z:]
+    body_zyx = ct > -300
+    centre = [
+        round(float(np.flatnonzero(body_zyx.any(axis=axes)).mean())) for axes in ((0, 2), (0, 1))
+    ]
+    size = [round(diameter_mm / case.spacing_mm[1 + a]) for a in (0, 1)]
+    pad = max(size)
+    ct = np.pad(ct, ((0, 0), (pad, pad), (pad, pad)), constant_values=HU_MIN)
+    liver = np.pad(liver, ((0, 0), (pad, pad), (pad, pad)))
+    box = (
+        slice(None),
+        *(slice(pad + c - n // 2, pad + c - n // 2 + n) for c, n in zip(centre, size, strict=True)),
+    )
+    outside = circle_radius((size[0], size[1])) > 1.0
+    ct = ct[box].copy()
+    ct[:, outside] = HU_MIN
+    liver = liver[box].copy()
+    liver[:, outside] = False
+    top_mm = ct.shape[0] * case.spacing_mm[0]
+    return RealCase(
+        f"{case.name}, top {top_mm:g} mm in a {diameter_mm:g} mm scan circle",
+        ct,
+        case.spacing_mm,
+        liver,
+        None,
+        "chest-CT reconstruction: liver cut below and by the scan circle",
     )
 
 

@@ -20,6 +20,7 @@ from screening.config import FrozenConfig, require
 from screening.constants import LIVER_LABEL, SPLEEN_LABEL
 from screening.geometry import PATIENT_POSITIONS, canonical_affine
 from screening.reasons import ContrastPhase
+from screening.scan_circle import circle_radius
 from screening.synthetic.anatomy import Anatomy, sample_anatomy
 from screening.synthetic.render import Grid, render_labels, render_volume
 from screening.synthetic.tissues import LIVER_TISSUES, Tissue, hu_lookup, noise_sd_hu
@@ -240,10 +241,8 @@ class Phantom:
 
 
 def _circle_rim(shape: tuple[int, int]) -> NDArray[np.bool_]:
-    ny, nx = shape
-    yy, xx = np.ogrid[:ny, :nx]
-    r = np.hypot((yy - (ny - 1) / 2) / (ny / 2), (xx - (nx - 1) / 2) / (nx / 2))
-    rim: NDArray[np.bool_] = (r <= 1.0) & (r > 1.0 - 2.5 / min(ny, nx))
+    r = circle_radius(shape)
+    rim: NDArray[np.bool_] = (r <= 1.0) & (r > 1.0 - 2.5 / min(shape))
     return rim
 
 
