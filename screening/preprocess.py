@@ -32,7 +32,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PAPER_SPACING_MM",
     "PAPER_WINDOW_HU",
+    "PrepSpec",
     "PreprocessConfig",
     "centred_offsets",
     "grid_shape",
@@ -90,6 +91,34 @@ class PreprocessConfig(FrozenConfig):
         )
         lo, hi = self.window_hu
         require(lo < hi, f"window_hu must be (low, high) with low < high, got {self.window_hu}")
+
+    def prepare(
+        self, ct_hu: NDArray[np.int16], spacing_mm: Sequence[float], *, threads: int | None
+    ) -> NDArray[np.float16]:
+        """:func:`preprocess_volume` (the :class:`PrepSpec` form)."""
+        return preprocess_volume(ct_hu, spacing_mm, self, threads=threads)
+
+
+class PrepSpec(Protocol):
+    """How a model's input is made from the CT: what a CPU task writes as ``prep`` so that the
+    GPU task only runs the network. :class:`PreprocessConfig` is the paper's; a model with its
+    own preprocessing (``screening.model.liver3mm``) has its own. A ``prep`` is reused only
+    when its recorded digest is this spec's."""
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """The model grid (z, y, x) mm (the voxel-centre convention of this module)."""
+        ...
+
+    def digest(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def prepare(
+        self, ct_hu: NDArray[np.int16], spacing_mm: Sequence[float], *, threads: int | None
+    ) -> NDArray[np.float16]:
+        """The model-grid image, float16 in [0, 1]."""
+        ...
 
 
 def grid_shape(
@@ -265,10 +294,8 @@ def preprocess_volume(
     return prep
 
 
-def write_prep(
-    store_path: Any, cfg: PreprocessConfig, *, threads: int | None = None
-) -> dict[str, Any]:
-    """Read ``ct`` from a scan store, preprocess it and write ``prep`` (atomically).
+def write_prep(store_path: Any, cfg: PrepSpec, *, threads: int | None = None) -> dict[str, Any]:
+    """Read ``ct`` from a scan store, prepare the model input and write ``prep`` (atomically).
 
     An existing ``prep`` made with the same configuration is kept (a task that ran twice).
     Returns a small record: shape, spacing and the configuration digest.
@@ -278,13 +305,13 @@ def write_prep(
     existing = store.derived_attrs("prep")
     if existing is not None and existing.get("preprocess_digest") == digest:
         return {"prep_shape": existing["shape"], "reused": True, "preprocess_digest": digest}
-    prep = preprocess_volume(store.read("ct"), store.spacing_mm, cfg, threads=threads)
+    prep = cfg.prepare(store.read("ct"), store.spacing_mm, threads=threads)
     attrs = {
         "spacing_mm": [float(s) for s in cfg.spacing_mm],
         "origin_mm": list(resampled_origin_mm(store.origin_mm, store.spacing_mm, cfg.spacing_mm)),
-        "window_hu": [float(w) for w in cfg.window_hu],
         "preprocess": cfg.to_dict(),
         "preprocess_digest": digest,
+        **({"window_hu": list(cfg.window_hu)} if isinstance(cfg, PreprocessConfig) else {}),
         "shape": list(prep.shape),
     }
     write_derived_array(store.path, "prep", prep, attrs)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from screening.model.liver3mm.inference import Liver3mmConfig
     from screening.model.liver3mm.model import Liver3mmModel
     from screening.model.nnunet import NnUNetConfig
-    from screening.preprocess import PreprocessConfig
+    from screening.preprocess import PreprocessConfig, PrepSpec
 
 __all__ = [
     "BACKENDS",
@@ -78,7 +78,7 @@ class Backend(Protocol):
     def training_domain(self) -> str: ...
 
     @property
-    def preprocess_cfg(self) -> PreprocessConfig | None: ...
+    def preprocess_cfg(self) -> PrepSpec | None: ...
 
     def producer(self) -> dict[str, Any]: ...
 
@@ -174,8 +174,8 @@ class Liver3mmBackend:
         return self.model.training_domain
 
     @property
-    def preprocess_cfg(self) -> None:
-        return None  # preprocessing is part of segment(): nothing for a CPU task to hand over
+    def preprocess_cfg(self) -> PrepSpec:
+        return self.config.prep_spec()  # a CPU task writes the 3 mm image; the GPU runs the rest
 
     def producer(self) -> dict[str, Any]:
         return {"kind": self.kind, "model_id": self.model_id, "config": self.config.to_dict()}
@@ -195,7 +195,7 @@ class Liver3mmBackend:
         with torch_threads(threads):
             self.model.network.to(device)
             res = segment_liver_3mm(
-                self.model.network, ct_hu, spacing_mm, self.config, device=device
+                self.model.network, ct_hu, spacing_mm, self.config, device=device, prep=prep
             )
         labels = res.liver.astype(np.uint8)  # 1 = liver (network.LABELS); no spleen class
         return SegmentationResult(labels, res.seconds, device, res.body_box_zyx)

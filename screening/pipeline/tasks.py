@@ -26,7 +26,7 @@ from screening.errors import ScreeningError, failure_reason, is_disk_full
 from screening.measure.config import MeasureConfig
 from screening.model.inference import InferenceConfig
 from screening.model.nnunet import NnUNetConfig
-from screening.preprocess import PreprocessConfig
+from screening.preprocess import PrepSpec
 from screening.reasons import ReasonCode, Segmenter, Stage
 from screening.store.scan import open_scan_store, write_derived_array
 
@@ -71,7 +71,7 @@ class StageSettings:
     measure: MeasureConfig
     pipeline_id: str
     results_dir: str | None
-    preprocess: PreprocessConfig | None = None
+    preprocess: PrepSpec | None = None
     inference: InferenceConfig | None = None
     segment_fn: SegmentFn | None = None
     segment_fn_name: str | None = None

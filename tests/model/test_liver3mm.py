@@ -20,7 +20,9 @@ from screening.model.liver3mm.inference import (
     cut_scan_circle,
     cut_sides,
     liver_region,
+    native_mask,
     network_input,
+    prep_image,
     segment_liver_3mm,
     segments,
 )
@@ -116,7 +118,8 @@ def test_model_kinds_and_backends(tmp_path: Path) -> None:
     assert model_kind(_copy_model(tmp_path)) == "liver3mm"
     real = load_backend("liver3mm")
     assert real.organs == ("liver",) and real.training_domain == "real"
-    assert real.preprocess_cfg is None and real.producer()["kind"] == "liver3mm"
+    assert real.preprocess_cfg == Liver3mmConfig().prep_spec()  # a CPU task can prepare
+    assert real.producer()["kind"] == "liver3mm"
     demo = load_backend("demo")
     assert demo.organs == ("liver", "spleen") and demo.training_domain == "synthetic"
     assert real.producer() != demo.producer()
@@ -181,6 +184,51 @@ def test_a_scan_circle_counts_as_cut_only_where_the_body_reaches_it() -> None:
     ct[:, radius <= 1.0] = 40  # the body fills the circle: cut by it
     outside = cut_scan_circle(ct, -150.0)
     assert outside is not None and (outside == (radius > 1.0)).all()
+
+
+def test_prep_written_by_a_cpu_task_gives_the_same_mask(liver3mm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The GPU task's input made ahead by a CPU task (``write_prep``) is the same float16
+    image the in-memory path makes, so the mask is identical; and its grid is recorded."""
+    from screening.preprocess import write_prep
+    from screening.store.scan import open_scan_store
+    from screening.synthetic.stores import write_phantom_stores
+
+    write_phantom_stores(tmp_path / "store", 1, seed=5)
+    path = next((tmp_path / "store" / "scans").glob("*.zarr"))
+    spec = Liver3mmConfig().prep_spec()
+    rec = write_prep(path, spec)
+    assert not rec["reused"] and write_prep(path, spec)["reused"]
+    store = open_scan_store(path)
+    ct, spacing = store.read("ct"), store.spacing_mm
+    prep = store.read("prep")
+    attrs = store.derived_attrs("prep")
+    assert attrs is not None and attrs["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert prep.dtype == np.float16 and float(prep.min()) >= 0.0 and float(prep.max()) <= 1.0
+    assert np.array_equal(prep, prep_image(ct, spacing, spec))
+    with_prep = segment_liver_3mm(liver3mm.network, ct, spacing, Liver3mmConfig(), prep=prep)
+    in_memory = segment_liver_3mm(liver3mm.network, ct, spacing, Liver3mmConfig())
+    assert with_prep.liver.any() and np.array_equal(with_prep.liver, in_memory.liver)
+    assert with_prep.seconds["preprocess_s"] < in_memory.seconds["preprocess_s"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_native_mask_over_the_liver_box_equals_the_whole_volume_interpolation(seed: int) -> None:
+    """Interpolating only the box around the non-zero probabilities gives exactly what
+    interpolating every native voxel gives (boxes at the array edges included)."""
+    from screening.model.inference import probs_to_native
+    from screening.model.liver3mm.inference import MODEL_SPACING_MM
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(6, 30, 3))
+    lo = [int(rng.integers(0, n - 1)) for n in shape]
+    hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, shape, strict=True)]
+    prob = np.zeros(shape, dtype=np.float32)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    prob[box] = rng.random(prob[box].shape, dtype=np.float32)
+    spacing = tuple(float(v) for v in rng.choice([0.7, 0.8, 1.25, 2.5, 3.0, 5.0], 3))
+    native = tuple(max(1, round(n * 3.0 / s)) for n, s in zip(shape, spacing, strict=True))
+    whole = probs_to_native(np.stack([1 - prob, prob]), MODEL_SPACING_MM, native, spacing) == 1
+    np.testing.assert_array_equal(native_mask(prob, native, spacing), whole)
 
 
 def test_hysteresis_drops_a_half_believed_appendage_and_keeps_the_organ() -> None:

@@ -295,6 +295,34 @@ def test_segment_tasks_go_to_gpu_workers_only(tmp_path: Path) -> None:
     assert seg is not None and seg["used_prep"] is True
 
 
+def test_the_real_model_prepares_on_cpu_workers_and_segments_on_the_gpu_worker(
+    tmp_path: Path,
+) -> None:
+    """With GPU workers the shipped real-CT model's own preprocessing (3 mm image, median
+    filter) runs in the CPU task and lands in ``prep``, so the GPU worker only runs the network
+    and post-processing; the mask is the one the in-memory path gives."""
+    from screening.model.liver3mm.inference import Liver3mmConfig, segment_liver_3mm
+    from screening.model.liver3mm.model import load_liver3mm
+
+    store = tmp_path / "store"
+    write_phantom_store(store, 1, seed=8)
+    cfg = ClusterConfig(workers=1, gpu_workers=1, dashboard=False)
+    with open_client(cfg) as client:
+        summary = run_cohort(
+            store, tmp_path / "results", RunConfig(model="liver3mm", overlays=False), client
+        )
+    assert summary.gpu_workers == 1 and summary.by_status == {"ok": 1}
+    (row,) = rows(tmp_path / "results")
+    assert row["preprocess_s"] > 0
+    scan = open_scan_store(store / "scans" / f"{row['scan_id']}.zarr")
+    prep, seg = scan.derived_attrs("prep"), scan.derived_attrs("seg")
+    assert prep is not None and prep["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert seg is not None and seg["used_prep"] is True
+    ct = scan.read("ct")
+    alone = segment_liver_3mm(load_liver3mm().network, ct, scan.spacing_mm, Liver3mmConfig())
+    assert alone.liver.any() and np.array_equal(scan.read("seg") == 1, alone.liver)
+
+
 def test_run_stops_with_a_clear_error_when_every_gpu_worker_is_gone(tmp_path: Path) -> None:
     """Segment tasks wait for a GPU worker; when the only one leaves for good, the run
     commits what finished and raises ClusterError instead of hanging; a re-run resumes."""

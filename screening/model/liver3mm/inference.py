@@ -44,7 +44,6 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from screening.config import FrozenConfig, require
-from screening.constants import LIVER_LABEL
 from screening.masks import bounding_box
 from screening.model.liver3mm.network import INPUT_SEGMENT_XYZ, OUTPUT_MARGIN, OUTPUT_SEGMENT_XYZ
 from screening.scan_circle import fill_out_of_field, out_of_field
@@ -56,6 +55,7 @@ __all__ = [
     "MODEL_SPACING_MM",
     "Box3",
     "Liver3mmConfig",
+    "Liver3mmPrep",
     "Liver3mmResult",
     "body_box",
     "cut_scan_circle",
@@ -63,6 +63,7 @@ __all__ = [
     "liver_region",
     "network_input",
     "predict_liver_probability",
+    "prep_image",
     "segment_liver_3mm",
     "segments",
 ]
@@ -136,6 +137,36 @@ class Liver3mmConfig(FrozenConfig):
             f"cut_face_fraction must be in (0, 1], got {self.cut_face_fraction}",
         )
 
+    def prep_spec(self) -> Liver3mmPrep:
+        """The preprocessing part of this configuration (what ``prep`` depends on)."""
+        return Liver3mmPrep(
+            continue_scan_circle=self.continue_scan_circle,
+            body_threshold_hu=self.body_threshold_hu,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Liver3mmPrep(FrozenConfig):
+    """The model's own preprocessing as a :class:`~screening.preprocess.PrepSpec`: a CPU task
+    writes it as ``prep`` (the 3 mm image, ``network_input + 0.5`` in float16), so the GPU
+    task only runs the network and the post-processing. The in-memory path goes through the
+    same float16 image, so a run gives the same masks with or without GPU workers."""
+
+    continue_scan_circle: bool = True
+    body_threshold_hu: float = -150.0
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return MODEL_SPACING_MM
+
+    def prepare(
+        self, ct_hu: NDArray[np.int16], spacing_mm: Sequence[float], *, threads: int | None
+    ) -> NDArray[np.float16]:
+        from screening.model.inference import torch_threads
+
+        with torch_threads(threads):
+            return prep_image(ct_hu, spacing_mm, self)
+
 
 @dataclass
 class Liver3mmResult:
@@ -176,6 +207,19 @@ def network_input(ct_hu: NDArray[Any], spacing_mm: Sequence[float]) -> NDArray[n
     np.clip(coarse / 1000.0, -0.2, 0.2, out=coarse)
     coarse *= 2.5
     return coarse
+
+
+def prep_image(
+    ct_hu: NDArray[Any], spacing_mm: Sequence[float], spec: Liver3mmPrep
+) -> NDArray[np.float16]:
+    """The network's 3 mm image as float16 in [0, 1] (``network_input + 0.5``; steps of
+    0.2 HU), with a scan circle that cuts the body continued first (:func:`cut_scan_circle`)."""
+    outside = cut_scan_circle(ct_hu, spec.body_threshold_hu) if spec.continue_scan_circle else None
+    seen = ct_hu if outside is None else fill_out_of_field(ct_hu, outside)
+    image = network_input(seen, spacing_mm)
+    del seen
+    image += 0.5
+    return image.astype(np.float16)
 
 
 def body_box(image: NDArray[np.float32], threshold_hu: float) -> Box3 | None:
@@ -329,6 +373,53 @@ def liver_region(prob: NDArray[np.float32], cfg: Liver3mmConfig) -> NDArray[np.b
     )
 
 
+def native_mask(
+    prob: NDArray[np.float32],
+    native_shape: Sequence[int],
+    native_spacing_mm: Sequence[float],
+    threshold: float = 0.5,
+) -> NDArray[np.bool_]:
+    """``prob`` (3 mm grid) linearly interpolated onto the native grid, above ``threshold``.
+
+    The same as interpolating the whole volume (the voxel-centre convention of
+    :mod:`screening.preprocess`), computed only over the native voxels whose interpolation
+    reaches a non-zero ``prob`` voxel: the liver's box, a few percent of a chest CT, instead
+    of every voxel of it (BENCHMARKS.md "CPU and GPU workers").
+    """
+    from screening.preprocess import centred_offsets, resample_linear
+
+    out = np.zeros(tuple(native_shape), dtype=bool)
+    box = bounding_box(prob > 0)
+    if box is None:
+        return out
+    step = [n / m for n, m in zip(native_spacing_mm, MODEL_SPACING_MM, strict=True)]
+    offsets = centred_offsets(step)
+    model_box, native_box, local_offsets = [], [], []
+    for a in range(3):
+        # One zero voxel around the box (or the array edge, which clamps): every native voxel
+        # outside the matching native range interpolates zeros only.
+        m0, m1 = max(0, box[a].start - 1), min(prob.shape[a], box[a].stop + 1)
+        n0 = 0 if m0 == 0 else max(0, math.ceil((m0 - offsets[a]) / step[a]))
+        n1 = (
+            int(native_shape[a])
+            if m1 == prob.shape[a]
+            else min(int(native_shape[a]), math.floor((m1 - 1 - offsets[a]) / step[a]) + 1)
+        )
+        if n1 <= n0:
+            return out
+        model_box.append(slice(m0, m1))
+        native_box.append(slice(n0, n1))
+        local_offsets.append(offsets[a] + n0 * step[a] - m0)
+    sub = resample_linear(
+        prob[tuple(model_box)],
+        step,
+        [s.stop - s.start for s in native_box],
+        offset_zyx=local_offsets,
+    )
+    out[tuple(native_box)] = sub > threshold
+    return out
+
+
 def cut_scan_circle(ct_hu: NDArray[Any], body_threshold_hu: float) -> NDArray[np.bool_] | None:
     """The padded exterior ``(ny, nx)`` of a scan circle that cuts through the body (some pixel
     on its rim is body on some slice); None when there is none, or the body lies inside."""
@@ -348,15 +439,18 @@ def segment_liver_3mm(
     cfg: Liver3mmConfig,
     *,
     device: str = "cpu",
+    prep: NDArray[np.float16] | None = None,
 ) -> Liver3mmResult:
-    """Liver mask (native grid, canonical ``(z, y, x)``) of one CT volume."""
-    from screening.model.inference import probs_to_native
+    """Liver mask (native grid, canonical ``(z, y, x)``) of one CT volume; ``prep`` is the
+    model-grid image when a CPU task made it already (:class:`Liver3mmPrep`)."""
 
     t0 = time.perf_counter()
+    spec = cfg.prep_spec()
+    if prep is None:
+        prep = prep_image(ct_hu, spacing_mm, spec)
+    image = prep.astype(np.float32)
+    image -= 0.5
     outside = cut_scan_circle(ct_hu, cfg.body_threshold_hu) if cfg.continue_scan_circle else None
-    seen = ct_hu if outside is None else fill_out_of_field(ct_hu, outside)
-    image = network_input(seen, spacing_mm)
-    del seen
     box = body_box(image, cfg.body_threshold_hu)
     t1 = time.perf_counter()
     seconds = {"preprocess_s": t1 - t0}
@@ -366,12 +460,12 @@ def segment_liver_3mm(
     prob, n_windows = predict_liver_probability(network, image, box, cfg, device, cut)
     t2 = time.perf_counter()
     prob *= liver_region(prob, cfg)
-    two_class = np.stack([1.0 - prob, prob])
-    liver = probs_to_native(two_class, MODEL_SPACING_MM, ct_hu.shape, spacing_mm) == LIVER_LABEL
+    liver = native_mask(prob, ct_hu.shape, spacing_mm, cfg.threshold)
     if outside is not None:  # nothing was imaged there
         liver[:, outside] = False
-    if liver.any():
-        liver = _largest(liver, np.ones((3, 3, 3), dtype=bool))
+    liver_box = bounding_box(liver)
+    if liver_box is not None:
+        liver[liver_box] = _largest(liver[liver_box], np.ones((3, 3, 3), dtype=bool))
     t3 = time.perf_counter()
     seconds.update(inference_s=t2 - t1, postprocess_s=t3 - t2)
     box_out = tuple((s.start, s.stop) for s in box)
