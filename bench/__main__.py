@@ -269,6 +269,8 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     from bench.bench_scale import bench_scale
     from bench.bench_segmentation import bench_segmentation
     from bench.bench_segmentation import to_markdown as segmentation_markdown
+    from bench.bench_split import markdown as split_markdown
+    from bench.bench_split import run as bench_split
     from bench.bench_startup import bench_startup, startup_markdown
     from bench.bench_stats import markdown as stats_markdown
     from bench.bench_stats import run as bench_stats
@@ -305,6 +307,8 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
     scale = bench_scale("1000" if quick else "1000,100000", workers=2)
     print("running: cohort throughput (real-CT model, 1 and 2 workers) ...", file=sys.stderr)
     throughput = bench_throughput(2 if quick else 4, 1 if quick else 2)
+    print("running: CPU and GPU workers (real-CT model, one scan's steps) ...", file=sys.stderr)
+    split = bench_split("cpu", 1 if quick else 3, 1)
     print("running: statistics (vectorised bootstrap vs sklearn loop) ...", file=sys.stderr)
     stats = bench_stats(2 if quick else 5)
     return [
@@ -322,6 +326,7 @@ def run_stage_benchmarks(quick: bool) -> list[str]:
         _demote(monai_markdown(monai)),
         _demote(run_markdown(distributed_run, cpu_model(), git_state())),
         _demote(throughput_markdown(throughput)),
+        _demote(split_markdown(split, cpu_model())),
         _demote(scale),
         _demote(stats_markdown(stats)),
     ]

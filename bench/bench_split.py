@@ -6,117 +6,123 @@
 With GPU workers a scan is three tasks: a CPU task writes ``prep``, the GPU task runs the
 network and writes ``seg``, a CPU task measures. For ``liver3mm`` the CPU task's ``prep`` is
 the model's own preprocessing (1.5 mm, 3 × 3 × 3 median, 3 mm: ``Liver3mmPrep``); before
-2026-12-05 the GPU task did that itself. One full-size phantom (300 × 512 × 512 at 1.25 × 0.7
-× 0.7 mm, ``bench_segmentation.full_volume``), timed step by step (median of ``--repeats``
-runs after a warm-up, spread = max − min):
+2026-12-05 the GPU task did that itself. One full-size phantom scan store (300 × 512 × 512 at
+1.25 × 0.7 × 0.7 mm), copied afresh for each run; the three task bodies are timed as the
+workers run them, store reads and writes included (median of ``--repeats`` runs after a
+warm-up, spread = max − min):
 
-- ``prepare``: ``Liver3mmPrep.prepare`` (the CPU task's work), ``--threads`` torch threads;
-- the GPU task with that ``prep``: its CPU-side steps (the scan circle check, the float
-  conversion, post-processing onto the native grid and the largest component) and the network
-  (``inference_s``: body box, windows and the network, on ``--device``);
-- ``measure``: ``measure_volume`` on the resulting mask.
+- ``write_prep`` (the CPU task), ``--threads`` torch threads;
+- ``segment_store`` with that ``prep`` (the GPU task): its CPU side (reading ``ct`` and
+  ``prep``, the scan circle check, post-processing onto the native grid, writing ``seg``) and
+  the network (``inference_s``: body box, windows and the network, on ``--device``);
+- ``measure_store`` (the CPU task, no overlay).
 
-From these: the most scans per hour one GPU worker can do (3600 ÷ its seconds per scan, with
-and without the ``prep`` hand-over), and the CPU workers that keep it busy ((prepare +
-measure) ÷ GPU-task seconds). On ``--device cpu`` the network time is the CPU's, so only the
-CPU-side figures and the bound they set apply to a GPU; ``bench/gpu.sh`` runs it on CUDA.
-Store reads and writes (the same with or without the hand-over) are not in these figures.
+From these: the most scans per hour one GPU worker can do (3600 ÷ its seconds per scan), the
+cap its CPU side alone sets however fast the GPU, and the CPU workers that keep it busy
+((prep + measure) ÷ GPU-task seconds). On ``--device cpu`` the network time is the CPU's, so
+only the CPU-side figures and the cap apply to a GPU; ``bench/gpu.sh`` runs it on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 def run(device: str, repeats: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from bench.bench_segmentation import full_volume
     from screening.measure import MeasureConfig
-    from screening.measure.volume import measure_volume
-    from screening.model.liver3mm.inference import Liver3mmConfig, segment_liver_3mm
-    from screening.model.liver3mm.model import load_liver3mm
+    from screening.measure.store import measure_store
+    from screening.model.backends import load_backend
+    from screening.model.segment import segment_store
+    from screening.preprocess import write_prep
+    from screening.store.scan import open_scan_store
+    from screening.synthetic.stores import write_phantom_stores
 
     torch.set_num_threads(threads)
-    ct, spacing = full_volume()
-    network = load_liver3mm(device=device).network.to(device)
-    cfg = Liver3mmConfig()
-    spec = cfg.prep_spec()
+    backend = load_backend("liver3mm", device=device)
+    spec = backend.preprocess_cfg
+    assert spec is not None
     steps: dict[str, list[float]] = {}
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
-        prep = spec.prepare(ct, spacing, threads=threads)
-        t1 = time.perf_counter()
-        res = segment_liver_3mm(network, ct, spacing, cfg, device=device, prep=prep)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        labels = res.liver.astype(np.uint8)
-        measure_volume(ct, labels, spacing, MeasureConfig())
-        t3 = time.perf_counter()
-        if i == 0:  # warm-up
-            continue
-        gpu_task_cpu = res.seconds["preprocess_s"] + res.seconds["postprocess_s"]
-        for name, value in (
-            ("prepare_s", t1 - t0),
-            ("gpu_task_s", t2 - t1),
-            ("gpu_task_cpu_side_s", gpu_task_cpu),
-            ("gpu_task_network_s", res.seconds["inference_s"]),
-            ("measure_s", t3 - t2),
-        ):
-            steps.setdefault(name, []).append(value)
+    with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
+        write_phantom_stores(Path(tmp) / "pristine", 1, seed=0, size="full")
+        pristine = next((Path(tmp) / "pristine" / "scans").glob("*.zarr"))
+        shape = list(open_scan_store(pristine).read("ct").shape)
+        for i in range(repeats + 1):
+            work = Path(tmp) / f"run{i}" / pristine.name
+            shutil.copytree(pristine, work)
+            t0 = time.perf_counter()
+            write_prep(work, spec, threads=threads)
+            t1 = time.perf_counter()
+            rec = segment_store(work, backend, device=device, threads=threads)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            measure_store(work, MeasureConfig())
+            t3 = time.perf_counter()
+            shutil.rmtree(work.parent)
+            if i == 0:  # warm-up
+                continue
+            network = rec["seconds"]["inference_s"]
+            for name, value in (
+                ("prep_task_s", t1 - t0),
+                ("gpu_task_s", t2 - t1),
+                ("gpu_task_cpu_side_s", t2 - t1 - network),
+                ("gpu_task_network_s", network),
+                ("measure_task_s", t3 - t2),
+            ):
+                steps.setdefault(name, []).append(value)
     med = {k: statistics.median(v) for k, v in steps.items()}
     return {
         "device": device,
         "threads": threads,
         "repeats": repeats,
-        "shape": list(ct.shape),
+        "shape": shape,
         "steps": {k: {"median_s": med[k], "spread_s": max(v) - min(v)} for k, v in steps.items()},
         "gpu_worker_scans_per_hour": 3600.0 / med["gpu_task_s"],
-        "gpu_worker_scans_per_hour_without_prep": 3600.0 / (med["gpu_task_s"] + med["prepare_s"]),
-        "cpu_side_bound_scans_per_hour": 3600.0 / med["gpu_task_cpu_side_s"],
-        "cpu_side_bound_without_prep": 3600.0 / (med["gpu_task_cpu_side_s"] + med["prepare_s"]),
-        "cpu_workers_per_gpu": (med["prepare_s"] + med["measure_s"]) / med["gpu_task_s"],
+        "cpu_side_cap_scans_per_hour": 3600.0 / med["gpu_task_cpu_side_s"],
+        "cpu_side_cap_without_prep": 3600.0 / (med["gpu_task_cpu_side_s"] + med["prep_task_s"]),
+        "cpu_workers_per_gpu": (med["prep_task_s"] + med["measure_task_s"]) / med["gpu_task_s"],
     }
 
 
 def markdown(res: dict[str, Any], cpu: str = "") -> str:
     s = res["steps"]
     rows = [
-        ("CPU task: `prepare` (1.5 mm, median, 3 mm → `prep`)", "prepare_s"),
-        ("GPU task, whole (with `prep`)", "gpu_task_s"),
+        ("CPU task: `write_prep` (read `ct`; 1.5 mm, median, 3 mm; write `prep`)", "prep_task_s"),
+        ("GPU task: `segment_store` with that `prep`", "gpu_task_s"),
         (
-            "  of it, CPU side (scan circle, post-processing to the native grid)",
+            "  of it, CPU side (read `ct` and `prep`, post-processing, write `seg`)",
             "gpu_task_cpu_side_s",
         ),
         ("  of it, network (body box, windows, network)", "gpu_task_network_s"),
-        ("CPU task: `measure_volume`", "measure_s"),
+        ("CPU task: `measure_store` (no overlay)", "measure_task_s"),
     ]
     out = [
-        "## CPU and GPU workers: one scan's steps with the default model (`bench/bench_split.py`)",
+        "## CPU and GPU workers: one scan's tasks with the default model (`bench/bench_split.py`)",
         "",
         f"Machine: {cpu}; device {res['device']}, {res['threads']} torch thread(s); one "
-        f"full-size phantom {' × '.join(map(str, res['shape']))}; median of {res['repeats']} "
-        "runs after a warm-up (spread = max − min); store I/O not included.",
+        f"full-size phantom scan store ({' × '.join(map(str, res['shape']))}), a fresh copy per "
+        f"run; median of {res['repeats']} runs after a warm-up (spread = max − min); store "
+        "reads and writes included.",
         "",
-        "| step | s (spread) |",
+        "| task | s (spread) |",
         "|---|---|",
         *(f"| {label} | {s[k]['median_s']:.2f} ({s[k]['spread_s']:.2f}) |" for label, k in rows),
         "",
         f"- The GPU task's CPU side alone caps one GPU worker at "
-        f"**{res['cpu_side_bound_scans_per_hour']:.0f} scans/hour** however fast the GPU; "
+        f"**{res['cpu_side_cap_scans_per_hour']:.0f} scans/hour** however fast the GPU; "
         "with the model's preprocessing in the GPU task too (no `prep` hand-over) it would be "
-        f"{res['cpu_side_bound_without_prep']:.0f}.",
-        f"- On this device one GPU worker does {res['gpu_worker_scans_per_hour']:.0f} scans/hour "
-        f"({res['gpu_worker_scans_per_hour_without_prep']:.0f} without the hand-over), and "
-        f"{res['cpu_workers_per_gpu']:.1f} CPU workers of {res['threads']} thread(s) "
-        "(prepare + measure) keep it busy.",
+        f"{res['cpu_side_cap_without_prep']:.0f}.",
+        f"- On this device one GPU worker does {res['gpu_worker_scans_per_hour']:.0f} "
+        f"scans/hour, and {res['cpu_workers_per_gpu']:.1f} CPU workers of {res['threads']} "
+        "thread(s) (prep + measure) keep it busy.",
     ]
     if not res["device"].startswith("cuda"):
         out.append(

@@ -38,5 +38,7 @@ step pytest-gpu 120 $PY -m pytest -m gpu -q -p no:cacheprovider tests/model/test
 step realct 120 $PY -m bench.bench_realct --device cuda --repeats 3 --out "$OUT/realct.md"
 step sweep 180 $PY -m bench.bench_gpu --device cuda --repeats 3 --out "$OUT/sweep.md" \
   --json "$OUT/sweep.json"
+step split 90 $PY -m bench.bench_split --device cuda --repeats 3 --threads 1 --out "$OUT/split.md" \
+  --json "$OUT/split.json"
 step monai 120 $PY -m bench.bench_monai --device cuda --scans 2 --rounds 1 --out "$OUT/monai.md"
 cat "$OUT/summary.txt"
