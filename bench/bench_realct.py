@@ -213,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument(
+        "--shipped",
+        action="append",
+        choices=MODELS,
+        help="which shipped models to measure (repeatable; default: all)",
+    )
+    ap.add_argument(
         "--model",
         action="append",
         default=[],
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.common import cpu_model
 
-    models = (*MODELS, *args.model)
+    models = (*(args.shipped or MODELS), *args.model)
     md = markdown(run(args.repeats, args.threads, args.device, models), cpu_model())
     print(md)
     if args.out:

@@ -204,7 +204,7 @@ def test_prep_written_by_a_cpu_task_gives_the_same_mask(liver3mm, tmp_path: Path
     attrs = store.derived_attrs("prep")
     assert attrs is not None and attrs["spacing_mm"] == [3.0, 3.0, 3.0]
     assert prep.dtype == np.float16 and float(prep.min()) >= 0.0 and float(prep.max()) <= 1.0
-    assert np.array_equal(prep, prep_image(ct, spacing, spec))
+    assert np.array_equal(prep, prep_image(ct, spacing, spec.cut_circle(ct)))
     with_prep = segment_liver_3mm(liver3mm.network, ct, spacing, Liver3mmConfig(), prep=prep)
     in_memory = segment_liver_3mm(liver3mm.network, ct, spacing, Liver3mmConfig())
     assert with_prep.liver.any() and np.array_equal(with_prep.liver, in_memory.liver)
@@ -278,7 +278,7 @@ def test_real_cases_are_in_canonical_lps(real_cases, key: str) -> None:  # type:
 
 @pytest.mark.real_data
 def test_real_ct_liver_dice_floors(liver3mm, real_cases) -> None:  # type: ignore[no-untyped-def]
-    """Floors just under what BENCHMARKS.md records (0.956 / 0.952): a change that loses
+    """Floors just under what BENCHMARKS.md records (0.957 / 0.952): a change that loses
     real-CT accuracy fails here. Both are above the issue's 0.92."""
     floors = {"ts": 0.94, "lits": 0.93}
     for key, case in real_cases.items():

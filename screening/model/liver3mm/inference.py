@@ -165,7 +165,11 @@ class Liver3mmPrep(FrozenConfig):
         from screening.model.inference import torch_threads
 
         with torch_threads(threads):
-            return prep_image(ct_hu, spacing_mm, self)
+            return prep_image(ct_hu, spacing_mm, self.cut_circle(ct_hu))
+
+    def cut_circle(self, ct_hu: NDArray[Any]) -> NDArray[np.bool_] | None:
+        """The padded exterior ``(ny, nx)`` to continue (:func:`cut_scan_circle`), if any."""
+        return cut_scan_circle(ct_hu, self.body_threshold_hu) if self.continue_scan_circle else None
 
 
 @dataclass
@@ -210,11 +214,11 @@ def network_input(ct_hu: NDArray[Any], spacing_mm: Sequence[float]) -> NDArray[n
 
 
 def prep_image(
-    ct_hu: NDArray[Any], spacing_mm: Sequence[float], spec: Liver3mmPrep
+    ct_hu: NDArray[Any], spacing_mm: Sequence[float], outside: NDArray[np.bool_] | None
 ) -> NDArray[np.float16]:
     """The network's 3 mm image as float16 in [0, 1] (``network_input + 0.5``; steps of
-    0.2 HU), with a scan circle that cuts the body continued first (:func:`cut_scan_circle`)."""
-    outside = cut_scan_circle(ct_hu, spec.body_threshold_hu) if spec.continue_scan_circle else None
+    0.2 HU), with the ``outside`` of a scan circle that cuts the body continued first
+    (:meth:`Liver3mmPrep.cut_circle`; None: nothing to continue)."""
     seen = ct_hu if outside is None else fill_out_of_field(ct_hu, outside)
     image = network_input(seen, spacing_mm)
     del seen
@@ -445,12 +449,11 @@ def segment_liver_3mm(
     model-grid image when a CPU task made it already (:class:`Liver3mmPrep`)."""
 
     t0 = time.perf_counter()
-    spec = cfg.prep_spec()
+    outside = cfg.prep_spec().cut_circle(ct_hu)
     if prep is None:
-        prep = prep_image(ct_hu, spacing_mm, spec)
+        prep = prep_image(ct_hu, spacing_mm, outside)
     image = prep.astype(np.float32)
     image -= 0.5
-    outside = cut_scan_circle(ct_hu, cfg.body_threshold_hu) if cfg.continue_scan_circle else None
     box = body_box(image, cfg.body_threshold_hu)
     t1 = time.perf_counter()
     seconds = {"preprocess_s": t1 - t0}
