@@ -28,7 +28,13 @@ def _stats(args: argparse.Namespace) -> int:
 
     cfg = StatsConfig(
         segmentation=not args.no_segmentation,
-        **given(args, threshold_hu="threshold_hu", n_boot="n_boot", seed="seed"),
+        **given(
+            args,
+            threshold_hu="threshold_hu",
+            n_boot="n_boot",
+            seed="seed",
+            prevalence_unit="unit",
+        ),
     )
     standard = _read_standard(args.standard) if args.standard else None
     kwargs = dict(store=args.store, reference=args.reference, pipeline_id=args.pipeline)
@@ -146,6 +152,13 @@ def add_commands(sub: Any) -> None:
         type=int,
         default=FromConfig("screening.stats.compute:StatsConfig", "seed"),
         help="bootstrap seed; " + DEFAULT_HELP,
+    )
+    sta.add_argument(
+        "--unit",
+        choices=("scan", "patient"),
+        default=FromConfig("screening.stats.compute:StatsConfig", "prevalence_unit"),
+        help="prevalence per scan, or per patient (each patient once, by the earliest decided "
+        "scan: repeat screens and several reconstructions weigh once); " + DEFAULT_HELP,
     )
     sta.add_argument(
         "--standard", help="standard population CSV (age_band,weight) for age standardisation"

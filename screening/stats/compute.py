@@ -49,9 +49,17 @@ class StatsConfig(FrozenConfig):
     confidence: float = 0.95
     dimensions: tuple[str, ...] = ("cohort", "site", "scanner", "sex", "age_band")
     segmentation: bool = True
+    #: What prevalence counts: each scan, or each patient once (``PREVALENCE_UNITS``).
+    prevalence_unit: str = "scan"
 
     def __post_init__(self) -> None:
+        from screening.stats.prevalence import PREVALENCE_UNITS
+
         require(self.n_boot >= 100, f"n_boot must be >= 100, got {self.n_boot}")
+        require(
+            self.prevalence_unit in PREVALENCE_UNITS,
+            f"prevalence_unit must be one of {PREVALENCE_UNITS}, got {self.prevalence_unit!r}",
+        )
         require(0 < self.confidence < 1, "confidence must be in (0, 1)")
 
 
@@ -164,15 +172,23 @@ def compute_stats(
     _write(
         out_dir,
         "prevalence",
-        prevalence_all(results_dir, store_dir, dimensions=cfg.dimensions, pipeline_id=pid, con=con),
+        prevalence_all(
+            results_dir,
+            store_dir,
+            dimensions=cfg.dimensions,
+            pipeline_id=pid,
+            unit=cfg.prevalence_unit,
+            con=con,
+        ),
         summary,
     )
     if standard_population:
         rows = []
         for method in ("ai_roi", "ai_3d", "ai_2d"):
             by_age = prevalence_table(
-                results_dir, store_dir, by="age_band", method=method, pipeline_id=pid, con=con
-            )
+                results_dir, store_dir, by="age_band", method=method, pipeline_id=pid,
+                unit=cfg.prevalence_unit, con=con,
+            )  # fmt: skip
             rows.append({"method": method, **age_standardised(by_age, dict(standard_population))})
         _write(out_dir, "prevalence_standardised", pa.Table.from_pylist(rows), summary)
 

@@ -22,6 +22,7 @@ __all__ = [
     "AGE_BAND_EDGES",
     "DECISION_COLUMNS",
     "DEFAULT_DIMENSIONS",
+    "PREVALENCE_UNITS",
     "age_band_label",
     "age_standardised",
     "format_prevalence",
@@ -37,6 +38,13 @@ DECISION_COLUMNS = {
     "ai_2d": "steatosis_2d",
     "ls_ratio": "steatosis_ls",
 }
+
+#: What one count in a prevalence table is: a scan, or a patient (``patient_pseudo_id``).
+#: Per patient, each patient counts once, by one representative scan: the earliest decided one
+#: (lowest ``study_year``, then ``scan_id``), else the earliest; a scan without a pseudonym
+#: is its own patient. Repeat screens and several reconstructions of one person then weigh
+#: once, and the Wilson interval's independence assumption holds.
+PREVALENCE_UNITS = ("scan", "patient")
 
 #: Age bands (years): lower edges of the bands after the first; "<40", "40-49", ..., "80+".
 AGE_BAND_EDGES = (40, 50, 60, 70, 80)
@@ -130,17 +138,21 @@ def prevalence_table(
     pipeline_id: str | None = None,
     confidence: float = 0.95,
     age_band_edges: tuple[int, ...] = AGE_BAND_EDGES,
+    unit: str = "scan",
     con: Any = None,
 ) -> pa.Table:
     """Prevalence by ``by`` (see ``GROUP_EXPRESSIONS``) for one pipeline's ``method`` decisions.
 
     Rows: one per group, then ``all``. ``pipeline_id`` defaults to the most recently measured
-    one. Percentages are of decided scans (``n_decided``).
+    one. Percentages are of decided scans (``n_decided``). With ``unit="patient"`` every count
+    is of patients instead, each by its representative scan (:data:`PREVALENCE_UNITS`); the
+    ``n_scans`` column then counts patients, and the ``unit`` column says which.
     """
     from screening.query import connect
 
     require(by in GROUP_COLUMNS, f"by must be one of {GROUP_COLUMNS}, got {by!r}")
     require(method in DECISION_COLUMNS, f"method must be one of {sorted(DECISION_COLUMNS)}")
+    require(unit in PREVALENCE_UNITS, f"unit must be one of {PREVALENCE_UNITS}, got {unit!r}")
     decision = DECISION_COLUMNS[method]
     con = con or connect(results, store)  # a caller's connection saves re-reading the data
     pid = pipeline_id or _latest_pipeline(con)
@@ -165,6 +177,14 @@ def prevalence_table(
                                               order by measured_at desc) = 1) m
         using (scan_id)
     """
+    if unit == "patient":
+        source += f"""
+        where s.scan_id in (
+            select s.scan_id from {source}
+            qualify row_number() over (
+                partition by coalesce(s.patient_pseudo_id, s.scan_id)
+                order by (m.{decision} is null), s.study_year nulls last, s.scan_id) = 1)
+        """
     sql = f"""
         select coalesce(cast({group} as varchar), 'unknown') as "group", {counts}
         from {source}
@@ -182,17 +202,21 @@ def prevalence_table(
     table = table.append_column("prevalence_pct", pa.array(pct, pa.float64(), from_pandas=True))
     table = table.append_column("ci_lo_pct", pa.array(100 * lo, pa.float64(), from_pandas=True))
     table = table.append_column("ci_hi_pct", pa.array(100 * hi, pa.float64(), from_pandas=True))
+    table = table.append_column("unit", pa.array([unit] * table.num_rows, pa.string()))
     return table.append_column("pipeline_id", pa.array([pid] * table.num_rows, pa.string()))
 
 
 def format_prevalence(table: pa.Table, by: str, method: str) -> str:
     """A plain-text table for the terminal."""
+    unit = str(table["unit"][0]) if "unit" in table.column_names else "scan"
     head = (
-        f"{by:<14} {'scans':>6} {'decided':>8} {'steatosis':>9} {'prevalence (95% CI)':>22}"
+        f"{by:<14} {unit + 's':>8} {'decided':>8} {'steatosis':>9} {'prevalence (95% CI)':>22}"
         f" {'contrast':>8} {'undecided':>9} {'failed':>6} {'rejected':>8} {'not run':>7}"
     )
     pid = str(table["pipeline_id"][0])[:12]
-    lines = [f"prevalence of steatosis by {by} ({method}, pipeline {pid}; Wilson 95% CI)"]
+    lines = [
+        f"prevalence of steatosis by {by} ({method}, per {unit}, pipeline {pid}; Wilson 95% CI)"
+    ]
     lines += [head, "-" * len(head)]
     for r in table.to_pylist():
         ci = (
@@ -201,7 +225,7 @@ def format_prevalence(table: pa.Table, by: str, method: str) -> str:
             else "-"
         )
         lines.append(
-            f"{str(r['group'])[:14]:<14} {r['n_scans']:>6} {r['n_decided']:>8} "
+            f"{str(r['group'])[:14]:<14} {r['n_scans']:>8} {r['n_decided']:>8} "
             f"{r['n_steatosis']:>9} {ci:>22} {r['n_contrast_excluded']:>8} "
             f"{r['n_undecided']:>9} {r['n_failed']:>6} {r['n_ingest_rejected']:>8} "
             f"{r['n_not_run']:>7}"
@@ -217,10 +241,12 @@ def prevalence_all(
     methods: tuple[str, ...] = ("ai_roi", "ai_3d", "ai_2d"),
     pipeline_id: str | None = None,
     confidence: float = 0.95,
+    unit: str = "scan",
     con: Any = None,
 ) -> pa.Table:
     """Every (method, dimension) prevalence table stacked, with ``method`` and ``dimension``
-    columns (each dimension's ``all`` row is the overall prevalence)."""
+    columns (each dimension's ``all`` row is the overall prevalence); ``unit`` as in
+    :func:`prevalence_table`."""
     from screening.query import connect
 
     con = con or connect(results, store)  # one read of the datasets for every table
@@ -229,7 +255,7 @@ def prevalence_all(
         for dim in dimensions:
             t = prevalence_table(
                 results, store, by=dim, method=method, pipeline_id=pipeline_id,
-                confidence=confidence, con=con,
+                confidence=confidence, unit=unit, con=con,
             )  # fmt: skip
             t = t.add_column(0, "dimension", pa.array([dim] * t.num_rows, pa.string()))
             tables.append(t.add_column(0, "method", pa.array([method] * t.num_rows)))

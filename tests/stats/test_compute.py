@@ -96,6 +96,11 @@ def test_stats_cli_without_reads_says_what_was_not_computed(
     out = capsys.readouterr().out
     assert "prevalence.parquet" in out and "classification: not computed (no reference reads" in out
     assert not (tmp_path / "classification.parquet").exists()
+    assert set(pq.read_table(tmp_path / "prevalence.parquet")["unit"].to_pylist()) == {"scan"}
+    per_patient = tmp_path / "per-patient"
+    args = ["stats", str(results), "--out", str(per_patient), "--n-boot", "200", "--unit"]
+    assert main([*args, "patient", "--no-segmentation"]) == 0
+    assert set(pq.read_table(per_patient / "prevalence.parquet")["unit"].to_pylist()) == {"patient"}
 
 
 def test_stats_cli_spreads_segmentation_metrics_over_a_local_cluster(

@@ -78,6 +78,60 @@ def test_prevalence_table_accounts_for_every_scan(tmp_path: Path) -> None:
     assert "50.0%" in text and "site-1" in text
 
 
+def test_prevalence_per_patient_counts_each_patient_once(tmp_path: Path) -> None:
+    """Two scans of one patient and a rejected scan of another: per scan they count twice,
+    per patient once, by the earliest decided scan (by study year)."""
+    from screening.store.catalog import read_catalog
+
+    store, results = tmp_path / "store", tmp_path / "results"
+    write_phantom_store(store, 4, seed=21)  # livers at 20, 35, 50, 65 HU
+    measure_stores(store, results, MeasureConfig(), segmenter=Segmenter.REFERENCE, overlays=False)
+    measured = duckdb.sql(
+        f"select scan_id from read_parquet('{results}/measurements/*/*.parquet') "
+        "order by liver_hu_roi"
+    ).fetchall()
+    hu20, hu35, hu50, hu65 = (r[0] for r in measured)
+    patient_year = {  # P1: 20 HU in 2002 and 50 HU in 2001 -> by 2001, not steatotic
+        hu20: ("P1", 2002),
+        hu50: ("P1", 2001),
+        hu35: ("P2", 2000),  # P2 also has a rejected scan, earlier: the decided one counts
+        hu65: ("P3", 2000),
+    }
+    later = datetime.now(UTC)
+    writer = CatalogWriter(store)
+    for row in read_catalog(store).to_pylist():  # the same scans, later rows: pseudonyms set
+        patient, year = patient_year[row["scan_id"]]
+        writer.add({**row, "patient_pseudo_id": patient, "study_year": year, "ingested_at": later})
+    for scan_id, patient in (("rejected-p2", "P2"), ("rejected-p4", "P4")):
+        writer.add(
+            {
+                "scan_id": scan_id,
+                "patient_pseudo_id": patient,
+                "study_year": 1999,
+                "cohort": "test",
+                "site": "site-0",
+                "status": "rejected",
+                "reason": "TOO_FEW_SLICES",
+                "engine_version": __version__,
+                "ingested_at": later,
+            }
+        )
+    writer.flush()
+
+    per_scan = prevalence_table(results, store, by="cohort", method="ai_roi")
+    per_patient = prevalence_table(results, store, by="cohort", method="ai_roi", unit="patient")
+    scan_all = per_scan.to_pylist()[-1]
+    patient_all = per_patient.to_pylist()[-1]
+    assert (scan_all["n_scans"], scan_all["n_decided"], scan_all["n_steatosis"]) == (6, 4, 2)
+    assert scan_all["unit"] == "scan" and patient_all["unit"] == "patient"
+    assert (patient_all["n_scans"], patient_all["n_decided"]) == (4, 3)  # P1, P2, P3, P4
+    assert patient_all["n_steatosis"] == 1 and patient_all["n_ingest_rejected"] == 1  # P2; P4
+    assert patient_all["prevalence_pct"] == pytest.approx(100 / 3)
+    assert "per patient" in format_prevalence(per_patient, "cohort", "ai_roi")
+    with pytest.raises(ConfigError, match="unit must be one of"):
+        prevalence_table(results, store, unit="visit")
+
+
 def test_direct_age_standardisation_against_a_hand_computation() -> None:
     import pyarrow as pa
 

@@ -466,6 +466,19 @@ def test_missing_stats_say_not_computed(tmp_path: Path, workdir: Path) -> None:
     assert len(list(_images(text))) == len(FLAGGED_WITH_OVERLAY)
 
 
+def test_a_per_patient_prevalence_says_it_counts_patients(
+    tmp_path: Path, workdir: Path, html: str
+) -> None:
+    stats = tmp_path / "stats"
+    shutil.copytree(workdir / "stats", stats)
+    prev = pq.read_table(stats / "prevalence.parquet")
+    prev = prev.append_column("unit", pa.array(["patient"] * prev.num_rows))
+    pq.write_table(prev, stats / "prevalence.parquet")
+    text = render_report(stats, workdir / "results", tmp_path / "r.html").read_text("utf-8")
+    assert "patients (each counted once" in text and '<th class="num">patients</th>' in text
+    assert "patients (each counted once" not in html and '<th class="num">patients</th>' not in html
+
+
 def test_degenerate_inputs_render(tmp_path: Path, workdir: Path) -> None:
     """Tiny or empty groups (one scan, NaN values, no site groups) give figures or reasons,
     never an exception."""

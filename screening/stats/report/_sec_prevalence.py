@@ -44,6 +44,14 @@ _COUNT_COLUMNS = (
 )
 
 
+def _count_labels(rows: Sequence[Row]) -> list[str]:
+    """Labels of the count columns: the first counts patients when ``screening stats --unit
+    patient`` wrote the table (each patient once), else scans."""
+    per_patient = any(r.get("unit") == "patient" for r in rows)
+    labels = [label for _, label in _COUNT_COLUMNS]
+    return ["patients", *labels[1:]] if per_patient else labels
+
+
 def methods_in(rows: Sequence[Row], column: str = "method") -> list[str]:
     """The methods present, AI methods in their canonical order first, then by name."""
     seen = {str(r[column]) for r in rows if r.get(column) is not None}
@@ -136,6 +144,11 @@ def headline_section(
     if n_scans is None and overall:
         n_scans = next(iter(overall.values())).get("n_scans")
     cards = [("scans", fmt_int(n_scans))]
+    if overall and _count_labels(list(overall.values()))[0] == "patients":
+        patients = next(iter(overall.values())).get("n_scans")
+        cards.append(
+            ("patients (each counted once, by the earliest decided scan)", fmt_int(patients))
+        )
     for m in methods:
         r = overall[m]
         cards.append(
@@ -151,7 +164,7 @@ def headline_section(
     else:
         head = [
             "method",
-            *(label for _, label in _COUNT_COLUMNS),
+            *_count_labels(list(overall.values())),
             "undecided",
             "decided",
             "steatosis",
@@ -194,7 +207,7 @@ def _dimension_table(rows: Sequence[Row], methods: Sequence[str], label: str) ->
     for r in rows:
         by_group.setdefault(_group_name(r.get("group")), {})[str(r["method"])] = r
     groups = sorted(by_group, key=natural_key)
-    head = [label, *(name for _, name in _COUNT_COLUMNS)]
+    head = [label, *_count_labels(rows)]
     spans = [("", len(head))]
     for m in methods:
         head += ["undecided", "prevalence, % (95% CI) · steatosis/decided"]
