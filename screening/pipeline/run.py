@@ -272,8 +272,11 @@ def _lost_stage(futures: list[Any]) -> tuple[Stage, BaseException | None]:
     return stages[-1], None
 
 
-def _describe_lost(error: BaseException | None) -> tuple[ReasonCode, str, str | None]:
-    """(reason, message, worker) for a task that raised on the client side (worker death)."""
+def _describe_lost(
+    error: BaseException | None, status: str = "lost"
+) -> tuple[ReasonCode, str, str | None]:
+    """(reason, message, worker) for a task that raised on the client side (worker death),
+    or whose future ended without a result or an error (``status``)."""
     from distributed import KilledWorker
 
     if isinstance(error, KilledWorker):
@@ -286,7 +289,15 @@ def _describe_lost(error: BaseException | None) -> tuple[ReasonCode, str, str | 
             worker,
         )
     if error is None:
-        return ReasonCode.INTERNAL_ERROR, "the task was cancelled or lost", None
+        # A worker that dies after finishing a task takes the result with it: the client's
+        # gather fails and the future ends without a result. The scan is retried like any
+        # other loss (seen in a fault test: another scan's kill took this one's result).
+        return (
+            ReasonCode.WORKER_LOST,
+            f"the task's result was lost before it was collected (future {status}): its "
+            "worker died or left",
+            None,
+        )
     reason, message = failure_reason(error)
     return reason, message, None
 
@@ -454,7 +465,7 @@ def _result(fut: Any, futures: list[Any]) -> ScanResult:
     if fut.status == "finished":
         return result_from_record(fut.result())
     stage, error = _lost_stage(futures)
-    return Lost(stage, *_describe_lost(error))
+    return Lost(stage, *_describe_lost(error, str(fut.status)))
 
 
 def _disk_full(out: Location, summary: RunSummary) -> DiskFullError:

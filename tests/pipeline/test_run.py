@@ -113,7 +113,9 @@ def test_poison_scan_fails_with_reason_and_the_rest_finish(tmp_path: Path) -> No
     ]
     assert all(f["worker"] and f["worker"].startswith("tcp://") for f in poison)
     # Scans queued on a worker the poison killed may lose an attempt too, then succeed.
-    assert all(f["reason"] == "WORKER_LOST" for f in failures)
+    assert all(f["reason"] == "WORKER_LOST" for f in failures), [
+        (f["scan_id"], f["stage"], f["reason"], f["attempt"], f["message"]) for f in failures
+    ]
     assert summary.failed_stages == {"scan": 1}
     # A re-run tries the failed scan again (attempts 3 and 4); compaction keeps one row.
     with fresh_cluster() as address, Client(address) as client:
@@ -293,6 +295,16 @@ def test_segment_tasks_go_to_gpu_workers_only(tmp_path: Path) -> None:
     assert all(r["preprocess_s"] > 0 for r in got)
     seg = open_scan_store(store / "scans" / f"{got[0]['scan_id']}.zarr").derived_attrs("seg")
     assert seg is not None and seg["used_prep"] is True
+
+
+def test_a_result_lost_with_its_worker_is_worker_lost() -> None:
+    """A future that ends with neither a result nor an error (a worker died holding the
+    finished result; the client's gather failed) is a lost attempt, retried, not a bug."""
+    from screening.pipeline.run import _describe_lost
+    from screening.reasons import ReasonCode
+
+    reason, message, _ = _describe_lost(None, "lost")
+    assert reason is ReasonCode.WORKER_LOST and "lost before it was collected" in message
 
 
 def test_the_real_model_prepares_on_cpu_workers_and_segments_on_the_gpu_worker(
