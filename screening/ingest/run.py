@@ -327,9 +327,9 @@ def ingest(
     summary = IngestSummary(store=root.url)
     with ingest_lock(root):
         check_store_key(root, key.fingerprint if key is not None else None)
-        # Archives are extracted beside a local store (the workers see it); for a store in an
-        # object store, on this machine's disk (workers on other machines cannot read it:
-        # extract archives first there, docs/object-storage.md).
+        # Archives are extracted beside a local store (the workers see it). For a store in an
+        # object store they are extracted on this machine's disk and the members uploaded to
+        # STORE/.staging/, which workers anywhere can read (_stage_in_bucket).
         staging = (
             root.local_path() / STAGING_DIR
             if root.is_local
@@ -338,7 +338,7 @@ def ingest(
         # Raw DICOM extracted from archives carries identifiers: staging is removed on every
         # way out (errors, disk full, Ctrl-C); what a SIGKILLed ingest left is removed here,
         # by the next ingest, which holds the same lock.
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_staging(root, staging)
         try:
             _ingest_locked(root, staging, specs, key, cfg, cluster, progress, summary)
         except OSError as e:
@@ -353,8 +353,37 @@ def ingest(
                 path=root,
             ) from e
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_staging(root, staging)
     return summary
+
+
+def _remove_staging(root: Location, staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    if not root.is_local:
+        (root / STAGING_DIR).remove(recursive=True)
+
+
+def _stage_in_bucket(
+    found: Sequence[FoundFile], staging: Path, bucket_staging: Location
+) -> list[FoundFile]:
+    """Upload the files extracted into the local ``staging`` folder to ``bucket_staging`` (same
+    relative names) and point their records there, so that workers on other machines read
+    them; the local copies are removed at once. Other files are returned as they are."""
+    local, remote, out = [], [], []
+    staged = staging.resolve()  # extraction names files with symlinks resolved
+    for f in found:
+        path = Path(f.path)
+        if not is_url(f.path) and path.is_relative_to(staged):
+            target = bucket_staging / path.relative_to(staged).as_posix()
+            local.append(f.path)
+            remote.append(target.path)
+            f = dataclasses.replace(f, path=target.url)
+        out.append(f)
+    if local:
+        log.info("uploading %d file(s) extracted from archives to %s", len(local), bucket_staging)
+        bucket_staging.fs.put(local, remote)  # one call: fsspec uploads them concurrently
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def _check_key(specs: Sequence[SourceSpec], key: PseudonymKey | None) -> None:
@@ -387,6 +416,8 @@ def _ingest_locked(
         f, p = walk_source(spec, staging)
         found.extend(f)
         problems.extend(p)
+    if not root.is_local:
+        found = _stage_in_bucket(found, staging, root / STAGING_DIR)
     summary.n_files = len(found)
     existing = read_catalog(root)
     ok_ids = {

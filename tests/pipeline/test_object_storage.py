@@ -370,6 +370,73 @@ def test_ingest_dicom_from_a_bucket_equals_ingest_from_disk(
     assert set(b["status"].to_pylist()) == {"ok"}
 
 
+def test_files_extracted_here_are_moved_to_the_bucket_staging(s3: str, tmp_path: Path) -> None:
+    """_stage_in_bucket: extracted files go up under the same relative names and their records
+    point there; files not extracted here (a local source, a bucket object) are left as they are."""
+    from screening.ingest.run import _stage_in_bucket
+    from screening.ingest.sources import FoundFile, SourceSpec
+
+    spec = SourceSpec(path="x", label="x", cohort="c")
+    staging = tmp_path / "staging"
+    (staging / "d1" / "s").mkdir(parents=True)
+    (staging / "d1" / "s" / "1.dcm").write_bytes(b"one")
+    (staging / "d1" / "2.dcm").write_bytes(b"two")
+    (tmp_path / "plain.dcm").write_bytes(b"plain")
+    found = [
+        FoundFile(str(staging / "d1" / "s" / "1.dcm"), "a.zip!s/1.dcm", spec),
+        FoundFile(str(tmp_path / "plain.dcm"), "plain.dcm", spec),
+        FoundFile(f"s3://{BUCKET}/elsewhere/3.dcm", "3.dcm", spec),
+        FoundFile(str(staging / "d1" / "2.dcm"), "a.zip!2.dcm", spec),
+    ]
+    target = Location.of(f"s3://{BUCKET}/stage-{tmp_path.name}/store/.staging")
+    out = _stage_in_bucket(found, staging, target)
+    assert [f.path for f in out] == [
+        f"{target.url}/d1/s/1.dcm",
+        str(tmp_path / "plain.dcm"),
+        f"s3://{BUCKET}/elsewhere/3.dcm",
+        f"{target.url}/d1/2.dcm",
+    ]
+    assert [f.name for f in out] == [f.name for f in found], "names for messages unchanged"
+    assert (target / "d1/s/1.dcm").read_bytes() == b"one"
+    assert (target / "d1/2.dcm").read_bytes() == b"two"
+    assert not staging.exists(), "the local copies are removed once uploaded"
+
+
+def test_an_archive_in_a_bucket_is_staged_in_the_bucket_for_the_workers(
+    s3: str, s3_scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zip in the bucket, ingested into a store in the bucket: its members are uploaded to
+    STORE/.staging/ and the local copies removed before any task runs, so workers on other
+    machines read them; the scans equal a local ingest of the same zip, and nothing extracted
+    is left behind, here or in the bucket."""
+    import shutil
+
+    import s3fs
+
+    from screening.ingest import PseudonymKey, ingest
+    from screening.runtime import ClusterConfig
+    from screening.store import read_catalog
+
+    local, _ = _upload_cohort(tmp_path, f"zip-{tmp_path.name}/unused")
+    archive = Path(shutil.make_archive(str(tmp_path / "cohort"), "zip", local))
+    prefix = f"{BUCKET}/zip-{tmp_path.name}"
+    s3fs.S3FileSystem().put_file(str(archive), f"{prefix}/in/cohort.zip")
+    client_tmp = tmp_path / "client-tmp"
+    client_tmp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(client_tmp))
+    key = PseudonymKey(b"z" * 32)
+    cluster = ClusterConfig(scheduler=s3_scheduler)
+    ingest([str(archive)], tmp_path / "local-store", key=key, cluster=cluster)
+    remote_store = f"s3://{prefix}/store"
+    summary = ingest([f"s3://{prefix}/in/cohort.zip"], remote_store, key=key, cluster=cluster)
+    a, b = read_catalog(tmp_path / "local-store"), read_catalog(remote_store)
+    pairs = lambda t: sorted(zip(t["scan_id"].to_pylist(), t["ct_sha256"].to_pylist(), strict=True))  # noqa: E731
+    assert pairs(a) == pairs(b) and b.num_rows >= 2, summary.describe()
+    assert set(b["status"].to_pylist()) == {"ok"}, summary.describe()
+    assert not (Location.of(remote_store) / ".staging").exists(), "bucket staging removed"
+    assert list(client_tmp.iterdir()) == [], "local extraction removed"
+
+
 def test_bad_bucket_sources_are_rows_and_the_rest_goes_on(s3: str, tmp_path: Path) -> None:
     """An object deleted between listing and reading, a prefix with nothing in it, a bucket
     that does not exist: each a reason-coded problem, never a crash."""
