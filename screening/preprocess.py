@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from screening.config import FrozenConfig, require
-from screening.store.scan import open_scan_store, write_derived_array
+from screening.store.scan import ScanStore, open_scan_store, write_derived_array
 
 if TYPE_CHECKING:
     import torch
@@ -47,10 +47,12 @@ __all__ = [
     "PAPER_SPACING_MM",
     "PAPER_WINDOW_HU",
     "PrepSpec",
+    "Prepared",
     "PreprocessConfig",
     "centred_offsets",
     "grid_shape",
     "preprocess_volume",
+    "read_prep",
     "resample_labels_nearest",
     "resample_linear",
     "resampled_origin_mm",
@@ -92,11 +94,33 @@ class PreprocessConfig(FrozenConfig):
         lo, hi = self.window_hu
         require(lo < hi, f"window_hu must be (low, high) with low < high, got {self.window_hu}")
 
+    #: The U-Net backend reads the CT too (its cascade's coarse pass), so ``prep`` does not
+    #: stand in for it (:attr:`PrepSpec.replaces_ct`).
+    replaces_ct = False
+
     def prepare(
         self, ct_hu: NDArray[np.int16], spacing_mm: Sequence[float], *, threads: int | None
-    ) -> NDArray[np.float16]:
+    ) -> Prepared:
         """:func:`preprocess_volume` (the :class:`PrepSpec` form)."""
-        return preprocess_volume(ct_hu, spacing_mm, self, threads=threads)
+        image = preprocess_volume(ct_hu, spacing_mm, self, threads=threads)
+        return Prepared(image, _shape3(ct_hu.shape))
+
+
+def _shape3(shape: Sequence[int]) -> tuple[int, int, int]:
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a :class:`PrepSpec` makes of a CT: the model-grid ``image`` (float16 in [0, 1],
+    written as ``prep``), the CT's ``ct_shape`` (z, y, x) and ``ct_notes``, JSON values the
+    segmenter needs from the CT besides the image (``liver3mm``: the scan circle's padded
+    exterior). Shape and notes are stored in the ``prep`` attributes, so a segmenter whose
+    spec :attr:`~PrepSpec.replaces_ct` runs without reading the CT again."""
+
+    image: NDArray[np.float16]
+    ct_shape: tuple[int, int, int]
+    ct_notes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PrepSpec(Protocol):
@@ -110,14 +134,20 @@ class PrepSpec(Protocol):
         """The model grid (z, y, x) mm (the voxel-centre convention of this module)."""
         ...
 
+    @property
+    def replaces_ct(self) -> bool:
+        """Whether a :class:`Prepared` of this spec is all its segmenter needs: then the GPU
+        task does not read the CT (a full chest CT is ~160 MB to read and hash)."""
+        ...
+
     def digest(self) -> str: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
     def prepare(
         self, ct_hu: NDArray[np.int16], spacing_mm: Sequence[float], *, threads: int | None
-    ) -> NDArray[np.float16]:
-        """The model-grid image, float16 in [0, 1]."""
+    ) -> Prepared:
+        """The model-grid image (float16 in [0, 1]) and what the segmenter needs of the CT."""
         ...
 
 
@@ -303,9 +333,10 @@ def write_prep(store_path: Any, cfg: PrepSpec, *, threads: int | None = None) ->
     store = open_scan_store(store_path)
     digest = cfg.digest()
     existing = store.derived_attrs("prep")
-    if existing is not None and existing.get("preprocess_digest") == digest:
+    if existing is not None and _made_by(existing, cfg):
         return {"prep_shape": existing["shape"], "reused": True, "preprocess_digest": digest}
-    prep = cfg.prepare(store.read("ct"), store.spacing_mm, threads=threads)
+    prepared = cfg.prepare(store.read("ct"), store.spacing_mm, threads=threads)
+    prep = prepared.image
     attrs = {
         "spacing_mm": [float(s) for s in cfg.spacing_mm],
         "origin_mm": list(resampled_origin_mm(store.origin_mm, store.spacing_mm, cfg.spacing_mm)),
@@ -313,6 +344,23 @@ def write_prep(store_path: Any, cfg: PrepSpec, *, threads: int | None = None) ->
         "preprocess_digest": digest,
         **({"window_hu": list(cfg.window_hu)} if isinstance(cfg, PreprocessConfig) else {}),
         "shape": list(prep.shape),
+        "ct_shape": list(prepared.ct_shape),
+        "ct_notes": dict(prepared.ct_notes),
     }
     write_derived_array(store.path, "prep", prep, attrs)
     return {"prep_shape": list(prep.shape), "reused": False, "preprocess_digest": digest}
+
+
+def _made_by(attrs: Mapping[str, Any], cfg: PrepSpec) -> bool:
+    # A prep from before ct_shape/ct_notes were recorded is made again, not trusted.
+    return attrs.get("preprocess_digest") == cfg.digest() and "ct_notes" in attrs
+
+
+def read_prep(store: ScanStore, cfg: PrepSpec | None) -> Prepared | None:
+    """The store's ``prep`` when :func:`write_prep` made it with ``cfg``, else None."""
+    if cfg is None:
+        return None
+    attrs = store.derived_attrs("prep")
+    if attrs is None or not _made_by(attrs, cfg):
+        return None
+    return Prepared(store.read("prep"), _shape3(attrs["ct_shape"]), attrs["ct_notes"])

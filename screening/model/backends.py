@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from screening.model.liver3mm.inference import Liver3mmConfig
     from screening.model.liver3mm.model import Liver3mmModel
     from screening.model.nnunet import NnUNetConfig
-    from screening.preprocess import PreprocessConfig, PrepSpec
+    from screening.preprocess import Prepared, PreprocessConfig, PrepSpec
 
 __all__ = [
     "BACKENDS",
@@ -84,12 +84,12 @@ class Backend(Protocol):
 
     def segment(
         self,
-        ct_hu: NDArray[np.int16],
+        ct_hu: NDArray[np.int16] | None,
         spacing_mm: tuple[float, float, float],
         *,
         device: str,
         threads: int | None,
-        prep: NDArray[Any] | None = None,
+        prep: Prepared | None = None,
     ) -> SegmentationResult: ...
 
 
@@ -139,18 +139,20 @@ class UNetBackend:
 
     def segment(
         self,
-        ct_hu: NDArray[np.int16],
+        ct_hu: NDArray[np.int16] | None,
         spacing_mm: tuple[float, float, float],
         *,
         device: str,
         threads: int | None,
-        prep: NDArray[Any] | None = None,
+        prep: Prepared | None = None,
     ) -> SegmentationResult:
-        from screening.model.inference import segment_volume
+        from screening.model.inference import need_ct, segment_volume
 
+        image = None if prep is None else prep.image
         return segment_volume(
-            self.model, ct_hu, spacing_mm, self.inference, device=device, threads=threads, prep=prep
-        )
+            self.model, need_ct(ct_hu), spacing_mm, self.inference, device=device,
+            threads=threads, prep=image,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,12 +184,12 @@ class Liver3mmBackend:
 
     def segment(
         self,
-        ct_hu: NDArray[np.int16],
+        ct_hu: NDArray[np.int16] | None,
         spacing_mm: tuple[float, float, float],
         *,
         device: str,
         threads: int | None,
-        prep: NDArray[Any] | None = None,
+        prep: Prepared | None = None,
     ) -> SegmentationResult:
         from screening.model.inference import SegmentationResult, torch_threads
         from screening.model.liver3mm.inference import segment_liver_3mm

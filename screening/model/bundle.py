@@ -34,6 +34,7 @@ from screening.errors import ModelFileError
 
 if TYPE_CHECKING:
     from screening.model.inference import SegmentationResult
+    from screening.preprocess import Prepared
 
 __all__ = ["BundleBackend", "is_monai_bundle", "load_bundle"]
 
@@ -95,12 +96,12 @@ class BundleBackend:
 
     def segment(
         self,
-        ct_hu: NDArray[np.int16],
+        ct_hu: NDArray[np.int16] | None,
         spacing_mm: tuple[float, float, float],
         *,
         device: str,
         threads: int | None,
-        prep: NDArray[Any] | None = None,
+        prep: Prepared | None = None,  # never given: this model preprocesses itself
     ) -> SegmentationResult:
         import time
 
@@ -108,7 +109,9 @@ class BundleBackend:
         import torch
 
         from screening.geometry import nifti_affine_from_canonical
-        from screening.model.inference import SegmentationResult, torch_threads
+        from screening.model.inference import SegmentationResult, need_ct, torch_threads
+
+        ct_hu = need_ct(ct_hu)
 
         t0 = time.perf_counter()
         with torch_threads(threads), tempfile.TemporaryDirectory(prefix="bundle-") as tmp:

@@ -108,6 +108,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def need_ct(ct_hu: NDArray[np.int16] | None) -> NDArray[np.int16]:
+    """The CT, for a backend that reads it itself: only a model whose preprocessing
+    :attr:`~screening.preprocess.PrepSpec.replaces_ct` may be given a prep alone."""
+    if ct_hu is None:
+        raise ValueError(
+            "this backend reads the CT itself: give ct_hu (only a model whose PrepSpec "
+            "replaces_ct runs on its prep alone)"
+        )
+    return ct_hu
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; a forced ``cuda`` must exist."""
     import torch

@@ -48,6 +48,7 @@ from screening.model.network import LABELS
 
 if TYPE_CHECKING:
     from screening.model.inference import SegmentationResult
+    from screening.preprocess import Prepared
 
 __all__ = ["NnUNetBackend", "NnUNetConfig", "is_nnunet_folder", "load_nnunet"]
 
@@ -258,16 +259,18 @@ class NnUNetBackend:
 
     def segment(
         self,
-        ct_hu: NDArray[np.int16],
+        ct_hu: NDArray[np.int16] | None,
         spacing_mm: tuple[float, float, float],
         *,
         device: str,
         threads: int | None,
-        prep: NDArray[Any] | None = None,
+        prep: Prepared | None = None,  # never given: this model preprocesses itself
     ) -> SegmentationResult:
         import torch
 
-        from screening.model.inference import SegmentationResult, torch_threads
+        from screening.model.inference import SegmentationResult, need_ct, torch_threads
+
+        ct_hu = need_ct(ct_hu)
 
         t0 = time.perf_counter()
         image = to_model_orientation(ct_hu, self.config.orientation).astype(np.float32)[None]

@@ -14,21 +14,12 @@ from screening.location import Location
 from screening.model.backends import Backend, UNetBackend
 from screening.model.checkpoint import LoadedModel
 from screening.model.inference import InferenceConfig
+from screening.preprocess import read_prep
 from screening.store.scan import is_complete, open_scan_store, write_derived_array
 
 __all__ = ["SegmentSummary", "segment_store", "segment_stores"]
 
 log = logging.getLogger(__name__)
-
-
-def _usable_prep(store: Any, preprocess_cfg: Any) -> Any:
-    """The store's ``prep`` when a CPU task wrote it for this model's grid, else None."""
-    if preprocess_cfg is None:
-        return None
-    attrs = store.derived_attrs("prep")
-    if attrs and attrs.get("preprocess_digest") == preprocess_cfg.digest():
-        return store.read("prep")
-    return None
 
 
 def _backend(model: Any, cfg: InferenceConfig | None) -> Backend:
@@ -67,8 +58,11 @@ def segment_store(
             "device": existing.get("device"),
         }
     t0 = time.perf_counter()
-    ct = store.read("ct")
-    prep = _usable_prep(store, backend.preprocess_cfg)
+    spec = backend.preprocess_cfg
+    prep = read_prep(store, spec)
+    # A model whose prep carries all it needs of the CT (liver3mm) does not read the CT here:
+    # on a GPU worker that read (and its hash check) was the largest CPU cost left.
+    ct = None if prep is not None and spec is not None and spec.replaces_ct else store.read("ct")
     read_s = time.perf_counter() - t0
     result = backend.segment(
         ct, store.spacing_mm, device=resolve_device(device), threads=threads, prep=prep

@@ -28,6 +28,7 @@ from screening.model.liver3mm.inference import (
 )
 from screening.model.liver3mm.model import LIVER3MM_DIR, load_liver3mm
 from screening.model.liver3mm.network import build_liver3mm_network, output_shape
+from screening.preprocess import Prepared
 
 torch = pytest.importorskip("torch")
 
@@ -189,7 +190,8 @@ def test_a_scan_circle_counts_as_cut_only_where_the_body_reaches_it() -> None:
 def test_prep_written_by_a_cpu_task_gives_the_same_mask(liver3mm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The GPU task's input made ahead by a CPU task (``write_prep``) is the same float16
     image the in-memory path makes, so the mask is identical; and its grid is recorded."""
-    from screening.preprocess import write_prep
+    from screening.preprocess import read_prep, write_prep
+    from screening.scan_circle import exterior_to_json
     from screening.store.scan import open_scan_store
     from screening.synthetic.stores import write_phantom_stores
 
@@ -200,15 +202,43 @@ def test_prep_written_by_a_cpu_task_gives_the_same_mask(liver3mm, tmp_path: Path
     assert not rec["reused"] and write_prep(path, spec)["reused"]
     store = open_scan_store(path)
     ct, spacing = store.read("ct"), store.spacing_mm
-    prep = store.read("prep")
+    prepared = read_prep(store, spec)
+    assert prepared is not None
+    prep = prepared.image
     attrs = store.derived_attrs("prep")
     assert attrs is not None and attrs["spacing_mm"] == [3.0, 3.0, 3.0]
     assert prep.dtype == np.float16 and float(prep.min()) >= 0.0 and float(prep.max()) <= 1.0
     assert np.array_equal(prep, prep_image(ct, spacing, spec.cut_circle(ct)))
-    with_prep = segment_liver_3mm(liver3mm.network, ct, spacing, Liver3mmConfig(), prep=prep)
+    # what the GPU task needs of the CT is recorded, so it does not read the CT
+    assert prepared.ct_shape == ct.shape and attrs["ct_shape"] == list(ct.shape)
+    assert prepared.ct_notes == {"scan_circle_exterior": exterior_to_json(spec.cut_circle(ct))}
+    with_prep = segment_liver_3mm(liver3mm.network, None, spacing, Liver3mmConfig(), prep=prepared)
     in_memory = segment_liver_3mm(liver3mm.network, ct, spacing, Liver3mmConfig())
     assert with_prep.liver.any() and np.array_equal(with_prep.liver, in_memory.liver)
     assert with_prep.seconds["preprocess_s"] < in_memory.seconds["preprocess_s"]
+    with pytest.raises(ValueError, match="needs the CT or its prep"):
+        segment_liver_3mm(liver3mm.network, None, spacing, Liver3mmConfig())
+
+
+def test_a_prep_from_before_ct_notes_is_made_again(tmp_path: Path) -> None:
+    """A ``prep`` written before the CT's shape and notes were recorded (same digest, no
+    ``ct_notes``) is neither reused by ``write_prep`` nor trusted by the GPU task."""
+    from screening.preprocess import read_prep, write_prep
+    from screening.store.scan import open_scan_store, write_derived_array
+    from screening.synthetic.stores import write_phantom_stores
+
+    write_phantom_stores(tmp_path / "store", 1, seed=5)
+    path = next((tmp_path / "store" / "scans").glob("*.zarr"))
+    spec = Liver3mmConfig().prep_spec()
+    write_prep(path, spec)
+    store = open_scan_store(path)
+    attrs = store.derived_attrs("prep")
+    assert attrs is not None
+    old = {k: v for k, v in attrs.items() if k not in ("ct_shape", "ct_notes")}
+    write_derived_array(path, "prep", store.read("prep"), old)
+    assert read_prep(open_scan_store(path), spec) is None
+    assert not write_prep(path, spec)["reused"]
+    assert read_prep(open_scan_store(path), spec) is not None
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -345,6 +375,12 @@ def test_a_scan_circle_that_cuts_the_body_and_liver(liver3mm, real_cases) -> Non
     off = Liver3mmConfig(continue_scan_circle=False)
     plain = segment_liver_3mm(liver3mm.network, case.ct_hu, case.spacing_mm, off)
     assert not plain.scan_circle_continued and _dice(plain.liver, case.liver) < dice - 0.03
+    # The GPU task's way: the exterior travels in the prep's attributes (JSON), not the CT.
+    prepared = Liver3mmConfig().prep_spec().prepare(case.ct_hu, case.spacing_mm, threads=None)
+    notes = json.loads(json.dumps(dict(prepared.ct_notes)))
+    given = Prepared(prepared.image, prepared.ct_shape, notes)
+    gpu = segment_liver_3mm(liver3mm.network, None, case.spacing_mm, Liver3mmConfig(), prep=given)
+    assert gpu.scan_circle_continued and np.array_equal(gpu.liver, res.liver)
 
 
 def test_screening_segment_defaults_to_the_real_model(

@@ -46,10 +46,17 @@ from scipy import ndimage
 from screening.config import FrozenConfig, require
 from screening.masks import bounding_box
 from screening.model.liver3mm.network import INPUT_SEGMENT_XYZ, OUTPUT_MARGIN, OUTPUT_SEGMENT_XYZ
-from screening.scan_circle import fill_out_of_field, out_of_field
+from screening.scan_circle import (
+    exterior_from_json,
+    exterior_to_json,
+    fill_out_of_field,
+    out_of_field,
+)
 
 if TYPE_CHECKING:
     import torch
+
+    from screening.preprocess import Prepared
 
 __all__ = [
     "MODEL_SPACING_MM",
@@ -145,6 +152,10 @@ class Liver3mmConfig(FrozenConfig):
         )
 
 
+#: The ``ct_notes`` key of the scan circle's padded exterior (None: none cuts the body).
+SCAN_CIRCLE_NOTE = "scan_circle_exterior"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Liver3mmPrep(FrozenConfig):
     """The model's own preprocessing as a :class:`~screening.preprocess.PrepSpec`: a CPU task
@@ -155,17 +166,25 @@ class Liver3mmPrep(FrozenConfig):
     continue_scan_circle: bool = True
     body_threshold_hu: float = -150.0
 
+    #: The GPU task needs only the image, the CT's shape and the scan circle's exterior.
+    replaces_ct = True
+
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         return MODEL_SPACING_MM
 
     def prepare(
         self, ct_hu: NDArray[np.int16], spacing_mm: Sequence[float], *, threads: int | None
-    ) -> NDArray[np.float16]:
+    ) -> Prepared:
         from screening.model.inference import torch_threads
+        from screening.preprocess import Prepared
 
+        outside = self.cut_circle(ct_hu)
         with torch_threads(threads):
-            return prep_image(ct_hu, spacing_mm, self.cut_circle(ct_hu))
+            image = prep_image(ct_hu, spacing_mm, outside)
+        nz, ny, nx = ct_hu.shape
+        notes = {SCAN_CIRCLE_NOTE: exterior_to_json(outside)}
+        return Prepared(image, (int(nz), int(ny), int(nx)), notes)
 
     def cut_circle(self, ct_hu: NDArray[Any]) -> NDArray[np.bool_] | None:
         """The padded exterior ``(ny, nx)`` to continue (:func:`cut_scan_circle`), if any."""
@@ -438,32 +457,37 @@ def cut_scan_circle(ct_hu: NDArray[Any], body_threshold_hu: float) -> NDArray[np
 
 def segment_liver_3mm(
     network: torch.nn.Module,
-    ct_hu: NDArray[Any],
+    ct_hu: NDArray[Any] | None,
     spacing_mm: Sequence[float],
     cfg: Liver3mmConfig,
     *,
     device: str = "cpu",
-    prep: NDArray[np.float16] | None = None,
+    prep: Prepared | None = None,
 ) -> Liver3mmResult:
-    """Liver mask (native grid, canonical ``(z, y, x)``) of one CT volume; ``prep`` is the
-    model-grid image when a CPU task made it already (:class:`Liver3mmPrep`)."""
+    """Liver mask (native grid, canonical ``(z, y, x)``) of one CT volume. ``prep`` is what a
+    CPU task made of it already (:class:`Liver3mmPrep`); then ``ct_hu`` is not needed (None).
+    Both ways go through the same :class:`~screening.preprocess.Prepared`, so the masks are
+    the same."""
 
     t0 = time.perf_counter()
-    outside = cfg.prep_spec().cut_circle(ct_hu)
     if prep is None:
-        prep = prep_image(ct_hu, spacing_mm, outside)
-    image = prep.astype(np.float32)
+        if ct_hu is None:
+            raise ValueError("segment_liver_3mm needs the CT or its prep (neither was given)")
+        prep = cfg.prep_spec().prepare(ct_hu, spacing_mm, threads=None)
+    outside = exterior_from_json(prep.ct_notes.get(SCAN_CIRCLE_NOTE))
+    native_shape = prep.ct_shape
+    image = prep.image.astype(np.float32)
     image -= 0.5
     box = body_box(image, cfg.body_threshold_hu)
     t1 = time.perf_counter()
     seconds = {"preprocess_s": t1 - t0}
     if box is None:  # nothing but air: no body, no liver
-        return Liver3mmResult(np.zeros(ct_hu.shape, dtype=bool), seconds, device)
+        return Liver3mmResult(np.zeros(native_shape, dtype=bool), seconds, device)
     cut = cut_sides(image, box, cfg.body_threshold_hu, cfg.cut_face_fraction)
     prob, n_windows = predict_liver_probability(network, image, box, cfg, device, cut)
     t2 = time.perf_counter()
     prob *= liver_region(prob, cfg)
-    liver = native_mask(prob, ct_hu.shape, spacing_mm, cfg.threshold)
+    liver = native_mask(prob, native_shape, spacing_mm, cfg.threshold)
     if outside is not None:  # nothing was imaged there
         liver[:, outside] = False
     liver_box = bounding_box(liver)
