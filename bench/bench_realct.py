@@ -14,7 +14,9 @@ chest-CT field of view with a steatotic liver), its top 96 mm reconstructed in a
 scan circle centred on the body (padding outside, as LIDC-IDRI's tight chest reconstructions:
 the circle cuts the body and the liver; the reference is the liver inside the circle), the
 whole scan with seeded noise of SD 30 HU (about 140 HU at 0.7 × 0.7 × 2.5 mm: a sharp-kernel
-low-dose chest CT) and LiTS 117 (portal-venous, a tight box that cuts the liver; manual liver mask).
+low-dose chest CT) and of SD 50 HU (about 230 HU there: where liver3mm's stronger median,
+``Liver3mmConfig.denoise_above_hu``, takes over) and LiTS 117 (portal-venous, a tight box
+that cuts the liver; manual liver mask).
 
 Models: ``liver3mm`` (the default, real-CT) and ``demo`` (the U-Net trained on synthetic
 phantoms, with its cascade), plus any ``--model`` given (a model directory, a MONAI bundle, an
@@ -84,6 +86,7 @@ def _cases() -> list[Any]:
         ),
         chest_reconstruction(ts, 80, 230.0),
         noisy("totalsegmentator-example, noise SD 30 HU", 30.0),
+        noisy("totalsegmentator-example, noise SD 50 HU", 50.0),
         load_lits117(REAL),
     ]
 
