@@ -25,6 +25,7 @@ __all__ = [
     "load_lits117",
     "load_totalsegmentator_example",
     "real_cases",
+    "with_noise",
 ]
 
 #: LiTS 117 as shipped (128³) has no voxel size; estimated from the anatomy, canonical (z, y, x):
@@ -126,6 +127,21 @@ def chest_reconstruction(case: RealCase, first_z: int, diameter_mm: float) -> Re
         None,
         "chest-CT reconstruction: liver cut below and by the scan circle",
     )
+
+
+def with_noise(case: RealCase, sd_hu: float, seed: int = 0) -> RealCase:
+    """``case`` with seeded noise of SD ``sd_hu`` on its voxels, slightly correlated in-plane as
+    CT noise is: a low-dose scan with a sharp kernel. The reference masks are kept."""
+    from scipy import ndimage
+
+    noise = np.random.default_rng(seed).standard_normal(case.ct_hu.shape, dtype=np.float32)
+    noise = ndimage.gaussian_filter(noise, (0, 0.6, 0.6))
+    noise *= sd_hu / noise.std()
+    ct = np.clip(case.ct_hu + np.rint(noise), -1024, 3071).astype(np.int16)
+    return RealCase(
+        f"{case.name}, noise SD {sd_hu:g} HU", ct, case.spacing_mm, case.liver, case.spleen,
+        "low-dose noise",
+    )  # fmt: skip
 
 
 def real_cases(root: str | os.PathLike[str]) -> list[RealCase]:
